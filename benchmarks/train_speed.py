@@ -128,10 +128,12 @@ class StepTimer(pl.Callback):
         self._t0 = 0.0
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        """Start the clock after all queued device work is done."""
         _sync()
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        """Stop the clock once the step's device work is done."""
         _sync()
         self.times.append(time.perf_counter() - self._t0)
 
@@ -307,7 +309,6 @@ def bench_reference(args: argparse.Namespace, dims: dict[str, Any], blocks: int)
         times[args.warmup:], args.batch_size, flops, args.peak_tflops, trainable,
         notes=f"{seq} tokens",
     )
-    del model, head, opt
     return result
 
 
@@ -362,6 +363,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.backends.cudnn.allow_tf32 = True
     dims = SIZES[args.size]
     rows: list[Result] = []
+    references: dict[int, Result] = {}
 
     if not args.qlora_only:
         for variant in args.variants:
@@ -375,10 +377,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(rows[-1].name, f"{rows[-1].samples_per_s:.1f} samples/s", flush=True)
             del fusion
             _reset_mem()
-            if not args.no_reference:
-                rows.append(bench_reference(args, dims, blocks))
+            if not args.no_reference and blocks not in references:
+                # One reference per block count: variants with equal counts share it.
+                references[blocks] = bench_reference(args, dims, blocks)
+                rows.append(references[blocks])
                 print(rows[-1].name, f"{rows[-1].samples_per_s:.1f} samples/s", flush=True)
                 _reset_mem()
+            if args.json:
+                _write(args, rows)
 
     if args.qlora or args.qlora_only:
         # A SerialFusion whose 4096-d blocks add up to --qlora-blocks: text layers fill the rest.
@@ -397,9 +403,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     for line in _table(rows):
         print(line)
+    out = _write(args, rows)
+    if any(math.isnan(r.samples_per_s) for r in rows):
+        raise SystemExit("a run produced no timing")
+    return out
+
+
+def _write(args: argparse.Namespace, rows: list[Result]) -> dict[str, Any]:
+    """Collect the environment and results; write them to ``--json`` when given."""
     env = {
         "date": time.strftime("%Y-%m-%d"),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor(),
+        "device": (
+            torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+        ),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "lightning": pl.__version__,
@@ -409,8 +425,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2, default=str)
-    if any(math.isnan(r.samples_per_s) for r in rows):
-        raise SystemExit("a run produced no timing")
     return out
 
 

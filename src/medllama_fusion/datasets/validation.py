@@ -32,6 +32,7 @@ MISSING_LABEL_COLUMN = "missing_label_column"
 INVALID_LABEL = "invalid_label"
 NO_FRONTAL_IMAGE = "no_frontal_image"
 DUPLICATE_ID = "duplicate_id"
+UNKNOWN_SPLIT = "unknown_split"
 
 PROBLEM_HINTS: dict[str, str] = {
     MISSING_IMAGE: "restore the files or fix the image root/paths",
@@ -43,6 +44,7 @@ PROBLEM_HINTS: dict[str, str] = {
     INVALID_LABEL: "use 0/1 (or empty for 0) in label columns",
     NO_FRONTAL_IMAGE: "check `views`/`metadata_csv` or provide frontal images",
     DUPLICATE_ID: "make the ids unique",
+    UNKNOWN_SPLIT: "use train/val/test (or train/validate/test) in the split column",
 }
 
 
@@ -167,9 +169,8 @@ def apply_bad_input_policy(
     if bad_input == "error" or any(problem.kind in fatal for problem in problems):
         raise DataProblemError(problems, source=source)
     drop = {problem.sample_id for problem in problems if problem.sample_id is not None}
-    message = (
-        f"bad_input='skip': dropping {len(drop)} sample(s) because of "
-        + format_problems(problems, source=source, max_per_kind=20)
+    message = f"bad_input='skip': dropping {len(drop)} sample(s) because of " + format_problems(
+        problems, source=source, max_per_kind=20
     )
     logger.warning(message)
     rank_zero_warn(message)
@@ -188,6 +189,7 @@ __all__ = [
     "NO_FRONTAL_IMAGE",
     "PROBLEM_HINTS",
     "UNKNOWN_LABEL_COLUMN",
+    "UNKNOWN_SPLIT",
     "DataProblem",
     "DataProblemError",
     "apply_bad_input_policy",

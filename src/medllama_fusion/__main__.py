@@ -1,0 +1,8 @@
+"""``python -m medllama_fusion`` runs the command-line interface."""
+
+from .main import main
+
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    main()

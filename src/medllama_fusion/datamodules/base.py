@@ -1,0 +1,395 @@
+"""Shared LightningDataModule machinery: validation, splitting, one-time tokenization, loaders.
+
+Subclasses (:class:`~medllama_fusion.datamodules.openi.OpenIDataModule`,
+:class:`~medllama_fusion.datamodules.csv.CSVDataModule`) only implement :meth:`load_samples`,
+which turns files on disk into :class:`~medllama_fusion.datasets.fusion_dataset.FusionSample`
+lists plus the problems found. :meth:`FusionDataModule.setup` then
+
+1. checks every image once (missing file, header unreadable: ``PIL.Image.verify`` /
+   ``pydicom.dcmread(stop_before_pixels=True)``) and every report (empty text),
+2. applies the ``bad_input`` policy (``"error"``: one exception listing all problems;
+   ``"skip"``: warn, drop, keep the list in :attr:`FusionDataModule.problems`),
+3. splits (fixed split from the files, else a seeded split by report/patient group),
+4. tokenizes each split's reports ONCE with the DATA-A cache
+   (:func:`~medllama_fusion.datasets.text.tokenize_reports`), never per epoch,
+5. builds :class:`~medllama_fusion.datasets.fusion_dataset.FusionDataset` objects.
+
+DataLoaders pin memory when CUDA is available (``pin_memory=None``), keep workers alive between
+epochs (``persistent_workers`` when ``num_workers > 0``) and prefetch ``prefetch_factor`` batches
+per worker. Batches follow the SPEC: ``input_ids``/``attention_mask`` LongTensor [B, L] padded to
+the batch's longest report (or to ``max_length`` with ``pad_to_max_length=True``),
+``pixel_values`` FloatTensor [B, 1, H, W], ``labels`` FloatTensor [B, num_labels], ``ids``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from medllama_fusion.datamodules.splits import PAPER_SPLIT_FRACTIONS, SPLIT_NAMES, split_samples
+from medllama_fusion.datasets.fusion_dataset import FusionCollator, FusionDataset, FusionSample
+from medllama_fusion.datasets.images import build_image_transform, verify_image
+from medllama_fusion.datasets.labels import normalize_label_name
+from medllama_fusion.datasets.text import load_tokenizer, mask_label_words, tokenize_reports
+from medllama_fusion.datasets.validation import (
+    CORRUPT_IMAGE,
+    EMPTY_REPORT,
+    MISSING_IMAGE,
+    MISSING_LABEL_COLUMN,
+    DataProblem,
+    apply_bad_input_policy,
+    check_bad_input_policy,
+)
+
+logger = logging.getLogger(__name__)
+
+FATAL_KINDS: tuple[str, ...] = (MISSING_LABEL_COLUMN,)
+"""Problem kinds that raise even under ``bad_input="skip"`` (no sample can be dropped)."""
+
+
+@dataclass
+class LoadedSamples:
+    """What :meth:`FusionDataModule.load_samples` returns.
+
+    Attributes:
+        samples: All samples found (problems not yet applied).
+        problems: Problems found while loading (parse errors, bad label cells, ...).
+        splits: Fixed split (split name → sample ids) when the data defines one, else ``None``.
+        notes: Problems that are reported (warning + :attr:`FusionDataModule.problems`) but never
+            raise, e.g. reports without a frontal image under view selection.
+    """
+
+    samples: list[FusionSample]
+    problems: list[DataProblem] = field(default_factory=list)
+    splits: dict[str, list[str]] | None = None
+    notes: list[DataProblem] = field(default_factory=list)
+
+
+def _mask_generic_label_words(text: str, label_names: Sequence[str]) -> str:
+    """Mask label words: DATA-A's synonym table for OpenI labels, the literal name otherwise."""
+    openi: list[str] = []
+    literal: list[str] = []
+    for name in label_names:
+        try:
+            openi.append(normalize_label_name(name))
+        except ValueError:
+            literal.append(name)
+    if openi:
+        text = mask_label_words(text, openi)
+    for name in literal:
+        words = r"\s+".join(re.escape(word) for word in re.split(r"[\s_\-]+", name) if word)
+        if words:
+            text = " ".join(re.sub(rf"\b{words}\b", "", text, flags=re.IGNORECASE).split())
+    return text
+
+
+class FusionDataModule(pl.LightningDataModule):
+    """Base data module for image + report + labels data (see the module docstring).
+
+    Args:
+        tokenizer: Tokenizer folder, ``.gguf`` file or hub id (offline), loaded with
+            :func:`~medllama_fusion.datasets.text.load_tokenizer`; a tokenizer without pad token
+            pads with its eos token.
+        label_names: Label names in output order.
+        max_length: Maximum report length in tokens (longer reports are truncated).
+        image_size: Image side length after resizing (the paper uses 224/256).
+        batch_size: Batch size of all loaders.
+        num_workers: DataLoader worker processes.
+        pin_memory: Pin host memory; ``None`` = ``torch.cuda.is_available()``.
+        persistent_workers: Keep workers between epochs; ``None`` = ``num_workers > 0``.
+        prefetch_factor: Batches prefetched per worker (only used with workers).
+        pad_to_max_length: Pad every batch to ``max_length`` instead of the longest report.
+        mask_label_words: Remove label names/synonyms from reports (text-leakage ablation).
+        bad_input: ``"error"`` or ``"skip"``, see :mod:`medllama_fusion.datasets.validation`.
+        split_sizes: Train/val/test fractions or report counts for the seeded split (used only
+            when the data has no fixed split).
+        split_seed: Seed of the split.
+        verify_images: Open every image header once at setup (recommended).
+        augment: Training-time augmentation (small affine, brightness/contrast).
+        horizontal_flip: Add random horizontal flips to augmentation (off: laterality).
+        image_mean: Normalisation mean.
+        image_std: Normalisation std.
+        cache_dir: Folder for the tokenization cache files; ``None`` keeps it in memory only.
+        drop_last: Drop the last incomplete training batch.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        label_names: Sequence[str],
+        max_length: int = 256,
+        image_size: int = 224,
+        batch_size: int = 20,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        prefetch_factor: int | None = 2,
+        pad_to_max_length: bool = False,
+        mask_label_words: bool = False,
+        bad_input: str = "error",
+        split_sizes: Sequence[float] | Sequence[int] = PAPER_SPLIT_FRACTIONS,
+        split_seed: int = 0,
+        verify_images: bool = True,
+        augment: bool = True,
+        horizontal_flip: bool = False,
+        image_mean: float = 0.5,
+        image_std: float = 0.5,
+        cache_dir: str | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1; got {max_length}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0; got {num_workers}.")
+        if not label_names:
+            raise ValueError("label_names must name at least one label.")
+        self.tokenizer_spec = str(tokenizer)
+        self.label_names: list[str] = list(label_names)
+        self.max_length = max_length
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        keep_workers = num_workers > 0 if persistent_workers is None else persistent_workers
+        self.persistent_workers = keep_workers and num_workers > 0
+        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
+        self.pad_to_max_length = pad_to_max_length
+        self.mask_label_words = mask_label_words
+        self.bad_input = check_bad_input_policy(bad_input)
+        self.split_sizes = split_sizes
+        self.split_seed = split_seed
+        self.verify_images = verify_images
+        self.augment = augment
+        self.horizontal_flip = horizontal_flip
+        self.image_mean = image_mean
+        self.image_std = image_std
+        self.cache_dir = cache_dir
+        self.drop_last = drop_last
+        self.problems: list[DataProblem] = []
+        self.samples: dict[str, list[FusionSample]] = {}
+        self.datasets: dict[str, FusionDataset] = {}
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def num_labels(self) -> int:
+        """Number of labels."""
+        return len(self.label_names)
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer (loaded on first access)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_spec)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer vocabulary size including added tokens (``len(tokenizer)``)."""
+        return len(self.tokenizer)
+
+    @property
+    def pad_token_id(self) -> int:
+        """Id used to pad ``input_ids``."""
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            raise ValueError(
+                f"tokenizer {self.tokenizer_spec!r} has no pad token id; save it with a pad token."
+            )
+        return int(pad)
+
+    # ------------------------------------------------------------------ subclass hook
+
+    def load_samples(self) -> LoadedSamples:
+        """Read the samples from disk (implemented by subclasses).
+
+        Returns:
+            The samples, problems and optional fixed split.
+
+        Raises:
+            NotImplementedError: Always, in the base class.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement load_samples(); use OpenIDataModule or "
+            "CSVDataModule, or subclass FusionDataModule."
+        )
+
+    def source_description(self) -> str:
+        """Describe the data source for messages (subclasses name their root/CSV)."""
+        return type(self).__name__
+
+    # ------------------------------------------------------------------ setup
+
+    def check_samples(self, samples: Sequence[FusionSample]) -> list[DataProblem]:
+        """Check images (exist, header readable) and reports (non-empty) of all samples.
+
+        Args:
+            samples: Samples to check.
+
+        Returns:
+            One problem per bad sample and kind.
+        """
+        problems: list[DataProblem] = []
+        for sample in samples:
+            if not sample.text.strip():
+                problems.append(DataProblem(EMPTY_REPORT, sample.id, "", sample.id))
+            if not sample.image_path.is_file():
+                problems.append(
+                    DataProblem(MISSING_IMAGE, sample.id, str(sample.image_path), sample.id)
+                )
+            elif self.verify_images:
+                error = verify_image(sample.image_path)
+                if error is not None:
+                    problems.append(
+                        DataProblem(
+                            CORRUPT_IMAGE, sample.id, f"{sample.image_path} ({error})", sample.id
+                        )
+                    )
+        return problems
+
+    def prepare_texts(self, samples: Sequence[FusionSample]) -> list[str]:
+        """Return the texts to tokenize (label words masked when ``mask_label_words``).
+
+        Args:
+            samples: Samples.
+
+        Returns:
+            One text per sample.
+        """
+        if not self.mask_label_words:
+            return [sample.text for sample in samples]
+        return [_mask_generic_label_words(sample.text, self.label_names) for sample in samples]
+
+    def tokenize(self, samples: Sequence[FusionSample]) -> list[list[int]]:
+        """Tokenize the reports of ``samples`` once (DATA-A cache) and strip the padding.
+
+        Args:
+            samples: Samples.
+
+        Returns:
+            Unpadded token ids per sample (at most ``max_length`` each).
+        """
+        if not samples:
+            return []
+        encoded = tokenize_reports(
+            self.tokenizer,
+            self.prepare_texts(samples),
+            max_length=self.max_length,
+            padding="longest",
+            cache_dir=self.cache_dir,
+        )
+        lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        rows = encoded["input_ids"].tolist()
+        return [row[: int(length)] for row, length in zip(rows, lengths, strict=True)]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, check, split and tokenize the data once (later calls return immediately).
+
+        Args:
+            stage: Lightning stage (unused: all splits are prepared together so that the
+                problem report and the split are complete and consistent).
+
+        Raises:
+            DataProblemError: Under ``bad_input="error"`` when any problem was found.
+        """
+        if self.datasets:
+            return
+        loaded = self.load_samples()
+        found = [*loaded.problems, *self.check_samples(loaded.samples)]
+        unique = {(p.kind, p.item): p for p in reversed(found)}  # reader and checks may overlap
+        problems = [p for p in found if unique[(p.kind, p.item)] is p]
+        drop = apply_bad_input_policy(
+            problems, self.bad_input, source=self.source_description(), fatal_kinds=FATAL_KINDS
+        )
+        if loaded.notes:
+            message = (
+                f"{len(loaded.notes)} item(s) of {self.source_description()} not used: "
+                + "; ".join(f"{note.kind} {note}" for note in loaded.notes[:20])
+                + (" ..." if len(loaded.notes) > 20 else "")
+            )
+            logger.warning(message)
+            rank_zero_warn(message)
+        self.problems = [*problems, *loaded.notes]
+        samples = [sample for sample in loaded.samples if sample.id not in drop]
+        if loaded.splits is not None:
+            by_id = {sample.id: sample for sample in samples}
+            self.samples = {
+                name: [by_id[i] for i in loaded.splits.get(name, []) if i in by_id]
+                for name in SPLIT_NAMES
+            }
+        else:
+            self.samples = split_samples(samples, self.split_sizes, self.split_seed)
+        for name in SPLIT_NAMES:
+            transform = build_image_transform(
+                self.image_size,
+                train=name == "train",
+                mean=self.image_mean,
+                std=self.image_std,
+                augment=self.augment,
+                horizontal_flip=self.horizontal_flip,
+            )
+            split = self.samples[name]
+            self.datasets[name] = FusionDataset(split, self.tokenize(split), transform)
+        logger.info(
+            "%s: %s samples (train/val/test), %d problem(s)",
+            self.source_description(),
+            "/".join(str(len(self.samples[name])) for name in SPLIT_NAMES),
+            len(self.problems),
+        )
+
+    # ------------------------------------------------------------------ loaders
+
+    def collator(self) -> FusionCollator:
+        """Return the batch collator (pads with the tokenizer's pad id)."""
+        return FusionCollator(self.pad_token_id, self.pad_to_max_length, self.max_length)
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader[Any]:
+        """Build the DataLoader of split ``name``."""
+        if name not in self.datasets:
+            self.setup()
+        dataset = self.datasets[name]
+        if len(dataset) == 0:
+            rank_zero_warn(f"the {name} split of {self.source_description()} is empty.")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
+            collate_fn=self.collator(),
+            drop_last=self.drop_last and shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """Shuffled training batches (augmented images)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        """Validation batches."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        """Test batches."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader[Any]:
+        """Prediction batches (the test split)."""
+        return self._loader("test", shuffle=False)
+
+
+__all__ = ["FATAL_KINDS", "FusionDataModule", "LoadedSamples"]

@@ -1,0 +1,329 @@
+"""``OpenIDataModule``: OpenI as users have it on disk (raw NLM release or MONAI CSVs) → batches.
+
+Layouts (``layout``):
+
+- ``"csv"`` — the MONAI TransCheX layout used by the paper: ``train.csv``, ``validation.csv``,
+  ``test.csv`` (``id, report, <14 labels>``) and ``images/<id>.png``; the files' fixed split
+  (3199/101/377 for the real data) is used as is.
+- ``"raw"`` — the NLM release: ``NLMCXR_reports.tgz`` (read in place) or extracted
+  ``ecgen-radiology/*.xml``, and ``NLMCXR_png/*.png``. Labels come from the MeSH terms
+  (:func:`~medllama_fusion.datasets.labels.labels_from_mesh`), text is
+  ``FINDINGS : ... IMPRESSION : ...``. Images are chosen per report by view position
+  (``views``, default PA/AP frontal; ``one_image_per_report``) from a DICOM metadata table,
+  looked up in this order: ``metadata_csv`` → ``<root>/nlmcxr_dicom_metadata.csv[.gz]`` (the demo
+  writes one) → the table shipped in the ``torchxrayvision`` wheel, if installed (found with
+  ``importlib.util.find_spec``, never imported); blank view positions are filled from
+  ``nlmcxr_tsne_pa.csv.gz`` when it sits next to the table (as in the wheel; 3664 of the 3955
+  reports then have a frontal image). **Fallback:** with no table at all (a warning says so), or
+  with ``views=[]``, every report uses its first listed image(s); on the real data the first
+  image is frontal for most but not all reports. Reports without an image of
+  the wanted views are reported (warning, ``datamodule.problems``, kind ``no_frontal_image``) but
+  never raise. Split: seeded by report id (``split_sizes``, ``split_seed``), so all images of a
+  report stay in one split.
+- ``"auto"`` (default) — ``"csv"`` when the three CSV files exist in ``root``, else ``"raw"``.
+
+``download=True`` fetches the release with
+:func:`~medllama_fusion.datasets.download.download_openi` in :meth:`prepare_data`.
+``tokenizer=None`` uses ``<root>/tokenizer`` (written by the demo generator) when present.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_warn
+
+from medllama_fusion.datamodules.base import FusionDataModule, LoadedSamples
+from medllama_fusion.datamodules.splits import PAPER_SPLIT_FRACTIONS
+from medllama_fusion.datasets.csv import (
+    MONAI_ID_COLUMN,
+    MONAI_IMAGE_TEMPLATE,
+    MONAI_SPLIT_FILES,
+    MONAI_TEXT_COLUMN,
+    read_samples_csv,
+)
+from medllama_fusion.datasets.download import download_openi
+from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_names
+from medllama_fusion.datasets.openi import (
+    FRONTAL_VIEWS,
+    IMAGES_FOLDER,
+    load_openi_reports,
+    load_view_positions,
+    resolve_reports_source,
+    select_images,
+)
+from medllama_fusion.datasets.text import format_report
+from medllama_fusion.datasets.validation import (
+    EMPTY_REPORT,
+    MALFORMED_XML,
+    NO_FRONTAL_IMAGE,
+    DataProblem,
+)
+
+LAYOUTS: tuple[str, ...] = ("auto", "raw", "csv")
+TSNE_FILE_NAME = "nlmcxr_tsne_pa.csv.gz"
+"""torchxrayvision's frontal/lateral table, used to fill blank view positions when it sits next to
+the metadata table."""
+METADATA_FILE_NAMES: tuple[str, ...] = ("nlmcxr_dicom_metadata.csv", "nlmcxr_dicom_metadata.csv.gz")
+
+
+def find_view_metadata(root: str | Path, metadata_csv: str | Path | None = None) -> Path | None:
+    """Locate the OpenI view-position table (see the module docstring for the order).
+
+    Args:
+        root: Data root.
+        metadata_csv: Explicit table; must exist when given.
+
+    Returns:
+        The table path, or ``None`` when none is available.
+
+    Raises:
+        FileNotFoundError: If ``metadata_csv`` is given but does not exist.
+    """
+    if metadata_csv is not None:
+        path = Path(metadata_csv).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"metadata_csv {path} does not exist; pass the DICOM metadata table "
+                "(columns imageid, View Position) or leave metadata_csv unset."
+            )
+        return path
+    for name in METADATA_FILE_NAMES:
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "data" / "nlmcxr_dicom_metadata.csv.gz"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def detect_layout(root: str | Path) -> str:
+    """Return ``"csv"`` if ``root`` holds the three MONAI CSV files, else ``"raw"``.
+
+    Args:
+        root: Data root.
+
+    Returns:
+        The layout name.
+    """
+    root = Path(root)
+    return "csv" if all((root / f).is_file() for f in MONAI_SPLIT_FILES.values()) else "raw"
+
+
+class OpenIDataModule(FusionDataModule):
+    """OpenI (Indiana University chest X-ray) data module; see the module docstring.
+
+    Args:
+        root: Data folder (raw release, MONAI CSVs, or the demo root holding both).
+        layout: ``"auto"``, ``"raw"`` or ``"csv"``.
+        tokenizer: Tokenizer folder, ``.gguf`` file or hub id; ``None`` = ``<root>/tokenizer``.
+        max_length: Maximum report length in tokens.
+        image_size: Image side length (paper: 224/256).
+        batch_size: Batch size.
+        num_workers: DataLoader workers.
+        pin_memory: ``None`` = pin when CUDA is available.
+        persistent_workers: ``None`` = keep workers when ``num_workers > 0``.
+        prefetch_factor: Batches prefetched per worker.
+        label_names: Subset/order of the 14 labels (any spelling); default all 14.
+        split_sizes: Raw layout: train/val/test fractions or report counts.
+        split_seed: Raw layout: split seed.
+        views: Raw layout: accepted view positions; ``None`` = PA/AP; ``[]`` = no view
+            selection (first image(s), no table needed).
+        one_image_per_report: Raw layout: use one image per report (else all accepted views).
+        metadata_csv: Raw layout: DICOM metadata table (``imageid``, ``View Position``).
+        image_dir: Raw layout: PNG folder (default ``<root>/NLMCXR_png``).
+        strip_anonymization: Raw layout: remove the ``XXXX`` anonymisation tokens.
+        mask_label_words: Remove label words from reports.
+        pad_to_max_length: Pad batches to ``max_length``.
+        bad_input: ``"error"`` or ``"skip"``.
+        download: Download the NLM release into ``root`` in :meth:`prepare_data`.
+        verify_images: Check every image header at setup.
+        augment: Training augmentation.
+        horizontal_flip: Random horizontal flips (off by default).
+        cache_dir: Tokenization cache folder (``None``: in memory).
+        drop_last: Drop the last incomplete training batch.
+
+    Raises:
+        ValueError: For an unknown ``layout`` or label name.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        layout: str = "auto",
+        tokenizer: str | None = None,
+        max_length: int = 256,
+        image_size: int = 224,
+        batch_size: int = 20,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        prefetch_factor: int | None = 2,
+        label_names: list[str] | None = None,
+        split_sizes: Sequence[float] | Sequence[int] = PAPER_SPLIT_FRACTIONS,
+        split_seed: int = 0,
+        views: list[str] | None = None,
+        one_image_per_report: bool = True,
+        metadata_csv: str | None = None,
+        image_dir: str | None = None,
+        strip_anonymization: bool = False,
+        mask_label_words: bool = False,
+        pad_to_max_length: bool = False,
+        bad_input: str = "error",
+        download: bool = False,
+        verify_images: bool = True,
+        augment: bool = True,
+        horizontal_flip: bool = False,
+        cache_dir: str | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}.")
+        self.root = Path(root).expanduser()
+        if tokenizer is None:
+            tokenizer = str(self.root / "tokenizer")
+        super().__init__(
+            tokenizer=tokenizer,
+            label_names=normalize_label_names(label_names or OPENI_LABELS),
+            max_length=max_length,
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+            pad_to_max_length=pad_to_max_length,
+            mask_label_words=mask_label_words,
+            bad_input=bad_input,
+            split_sizes=split_sizes,
+            split_seed=split_seed,
+            verify_images=verify_images,
+            augment=augment,
+            horizontal_flip=horizontal_flip,
+            cache_dir=cache_dir,
+            drop_last=drop_last,
+        )
+        self.layout = layout
+        self.views: list[str] | None = list(FRONTAL_VIEWS) if views is None else views
+        self.view_filter_disabled = views is not None and len(views) == 0
+        self.one_image_per_report = one_image_per_report
+        self.metadata_csv = metadata_csv
+        self.image_dir = Path(image_dir) if image_dir is not None else self.root / IMAGES_FOLDER
+        self.strip_anonymization = strip_anonymization
+        self.download = download
+
+    @property
+    def resolved_layout(self) -> str:
+        """The layout actually used (``"auto"`` resolved against ``root``)."""
+        return detect_layout(self.root) if self.layout == "auto" else self.layout
+
+    def source_description(self) -> str:
+        """Name the root and layout for messages."""
+        return f"OpenI data at {self.root} (layout {self.resolved_layout!r})"
+
+    def prepare_data(self) -> None:
+        """Download the NLM release into ``root`` when ``download=True`` (rank zero only)."""
+        if self.download:
+            download_openi(self.root)
+
+    def load_samples(self) -> LoadedSamples:
+        """Read the samples of the resolved layout.
+
+        Returns:
+            Samples, problems and (CSV layout) the fixed split.
+        """
+        if self.resolved_layout == "csv":
+            return self._load_csv()
+        return self._load_raw()
+
+    def _load_csv(self) -> LoadedSamples:
+        """Read the MONAI CSV layout with its fixed split."""
+        loaded = LoadedSamples(samples=[], splits={})
+        for split, file_name in MONAI_SPLIT_FILES.items():
+            result = read_samples_csv(
+                self.root / file_name,
+                label_names=self.label_names,
+                text_column=MONAI_TEXT_COLUMN,
+                image_template=MONAI_IMAGE_TEMPLATE,
+                id_column=MONAI_ID_COLUMN,
+                image_root=self.root,
+                strict_columns=True,
+            )
+            loaded.samples.extend(result.samples)
+            loaded.problems.extend(result.problems)
+            assert loaded.splits is not None
+            loaded.splits[split] = [sample.id for sample in result.samples]
+        return loaded
+
+    def _view_metadata(self) -> dict[str, str] | None:
+        """Load the view table, or ``None`` (first-image fallback) with a warning."""
+        if self.view_filter_disabled:
+            return None
+        path = find_view_metadata(self.root, self.metadata_csv)
+        if path is None:
+            rank_zero_warn(
+                f"no view-position table for {self.root}: using the first image of each report. "
+                "Pass metadata_csv (columns imageid, View Position) or install torchxrayvision "
+                "to select frontal views."
+            )
+            return None
+        tsne = path.parent / TSNE_FILE_NAME
+        return load_view_positions(path, tsne if tsne.is_file() else None)
+
+    def _load_raw(self) -> LoadedSamples:
+        """Parse the raw NLM release with DATA-A's parser and select images per report."""
+        try:
+            source = resolve_reports_source(self.root)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"{error}. Or pass download=True to fetch the release into {self.root}."
+            ) from error
+        reports, parse_problems = load_openi_reports(source)
+        loaded = LoadedSamples(samples=[])
+        for problem in parse_problems:
+            kind = EMPTY_REPORT if problem.message.startswith("empty report") else MALFORMED_XML
+            loaded.problems.append(DataProblem(kind, problem.path, problem.message))
+        metadata = self._view_metadata()
+        views = self.views if metadata is not None else None
+        for report in reports:
+            image_ids = select_images(report, views, metadata, self.one_image_per_report)
+            if not image_ids:
+                wanted = "/".join(self.views or []) if views is not None else "any"
+                loaded.notes.append(
+                    DataProblem(
+                        NO_FRONTAL_IMAGE,
+                        report.report_id,
+                        f"no image with view {wanted} among {report.image_ids} ({report.source})",
+                    )
+                )
+                continue
+            text = format_report(
+                report.findings, report.impression, strip_xxxx=self.strip_anonymization
+            )
+            labels = tuple(float(v) for v in report.labels_for(self.label_names))
+            for image_id in image_ids:
+                loaded.samples.append(
+                    FusionSample(
+                        id=image_id,
+                        image_path=self.image_dir / f"{image_id}.png",
+                        text=text,
+                        labels=labels,
+                        group=report.report_id,
+                    )
+                )
+        return loaded
+
+
+__all__ = [
+    "LAYOUTS",
+    "METADATA_FILE_NAMES",
+    "OpenIDataModule",
+    "detect_layout",
+    "find_view_metadata",
+]

@@ -1,0 +1,266 @@
+"""Read image-report-label CSV files into :class:`FusionSample` lists, collecting problems.
+
+Two flavours share one reader (:func:`read_samples_csv`):
+
+- the MONAI TransCheX OpenI layout (``train.csv``/``validation.csv``/``test.csv`` with columns
+  ``id, report, <14 labels>`` and images at ``images/<id>.png``), see :data:`MONAI_SPLIT_FILES`;
+  label columns are matched spelling-insensitively (``Pleural_Other`` == ``Pleural-Other``) and
+  any other column is reported as an unknown label column;
+- generic CSVs (e.g. MIMIC-CXR exports): an image path column, a report text column, label
+  columns given by name and optionally an id and a split column; other columns are ignored.
+
+Label cells: ``1``/``1.0``/``true`` → 1, ``0``/empty → 0, ``-1`` (CheXpert "uncertain") →
+``uncertain_label`` when given, otherwise an ``invalid_label`` problem, like any other value.
+Problems (missing columns, empty reports, invalid labels, duplicate ids) are returned, not
+raised, so the caller applies the ``bad_input`` policy once for everything.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.datasets.validation import (
+    DUPLICATE_ID,
+    EMPTY_REPORT,
+    INVALID_LABEL,
+    MISSING_LABEL_COLUMN,
+    UNKNOWN_LABEL_COLUMN,
+    DataProblem,
+)
+
+MONAI_SPLIT_FILES: dict[str, str] = {
+    "train": "train.csv",
+    "val": "validation.csv",
+    "test": "test.csv",
+}
+"""Split name → file name of the MONAI TransCheX OpenI CSV layout."""
+
+MONAI_ID_COLUMN = "id"
+MONAI_TEXT_COLUMN = "report"
+MONAI_IMAGE_TEMPLATE = "images/{id}.png"
+
+_TRUE = {"1", "1.0", "true", "yes", "positive"}
+_FALSE = {"0", "0.0", "", "false", "no", "negative", "nan"}
+_UNCERTAIN = {"-1", "-1.0", "uncertain"}
+
+
+def column_key(name: str) -> str:
+    """Spelling-insensitive key of a column name (lower case; ``-``, ``_``, spaces removed).
+
+    Args:
+        name: Column name.
+
+    Returns:
+        The key.
+    """
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+def parse_label_value(cell: str | None, uncertain_label: float | None = None) -> float | None:
+    """Parse one label cell.
+
+    Args:
+        cell: Raw cell text (``None`` for a missing cell in a short row).
+        uncertain_label: Value for ``-1``/``uncertain`` cells; ``None`` makes them invalid.
+
+    Returns:
+        ``0.0``/``1.0`` (or ``uncertain_label``), or ``None`` when the cell is invalid.
+    """
+    text = (cell or "").strip().lower()
+    if text in _TRUE:
+        return 1.0
+    if text in _FALSE:
+        return 0.0
+    if text in _UNCERTAIN and uncertain_label is not None:
+        return float(uncertain_label)
+    return None
+
+
+@dataclass
+class CSVReadResult:
+    """What :func:`read_samples_csv` found.
+
+    Attributes:
+        samples: Samples read (including ones with problems; drop them by id per policy).
+        problems: Problems found.
+        splits: Sample id → split name from the split column (empty without one).
+    """
+
+    samples: list[FusionSample] = field(default_factory=list)
+    problems: list[DataProblem] = field(default_factory=list)
+    splits: dict[str, str] = field(default_factory=dict)
+
+
+def _resolve_label_columns(
+    fieldnames: Sequence[str], label_names: Sequence[str], csv_path: Path
+) -> tuple[dict[str, str], list[DataProblem]]:
+    """Map each label name to a CSV column (exact, else spelling-insensitive match)."""
+    by_key = {column_key(name): name for name in fieldnames}
+    mapping: dict[str, str] = {}
+    problems: list[DataProblem] = []
+    for label in label_names:
+        column = label if label in fieldnames else by_key.get(column_key(label))
+        if column is None:
+            problems.append(
+                DataProblem(
+                    MISSING_LABEL_COLUMN,
+                    f"{csv_path}:{label}",
+                    f"label {label!r} has no column; columns are {list(fieldnames)}",
+                )
+            )
+        else:
+            mapping[label] = column
+    return mapping, problems
+
+
+def read_samples_csv(
+    csv_path: str | Path,
+    label_names: Sequence[str] | None,
+    text_column: str = MONAI_TEXT_COLUMN,
+    image_column: str | None = None,
+    image_template: str | None = MONAI_IMAGE_TEMPLATE,
+    id_column: str | None = MONAI_ID_COLUMN,
+    split_column: str | None = None,
+    image_root: str | Path | None = None,
+    strict_columns: bool = True,
+    uncertain_label: float | None = None,
+    ignore_columns: Sequence[str] = (),
+) -> CSVReadResult:
+    """Read a CSV of (image, report, labels) rows into samples and problems.
+
+    Args:
+        csv_path: The CSV file.
+        label_names: Label names in output order. ``None`` takes every column that is not the
+            id/text/image/split column or in ``ignore_columns`` as a label, in file order.
+        text_column: Column with the report text.
+        image_column: Column with the image path (relative to ``image_root``). Takes precedence
+            over ``image_template``.
+        image_template: Image path pattern with ``{id}`` relative to ``image_root`` (MONAI:
+            ``images/{id}.png``); used when ``image_column`` is ``None``.
+        id_column: Column with a unique sample id; ``None`` uses the image path (without suffix)
+            or, failing that, ``<file stem>-<row number>``.
+        split_column: Optional column naming each row's split (``train``/``val``/``test``).
+        image_root: Folder image paths are relative to; defaults to the CSV's folder.
+        strict_columns: Report columns that are neither id/text/image/split, nor ignored, nor
+            labels as ``unknown_label_column`` problems (MONAI layout); with ``False`` they are
+            ignored (generic CSVs often carry metadata columns).
+        uncertain_label: Value for CheXpert-style ``-1`` cells; ``None`` reports them as invalid.
+        ignore_columns: Columns to ignore without a problem.
+
+    Returns:
+        A :class:`CSVReadResult`.
+
+    Raises:
+        FileNotFoundError: If ``csv_path`` does not exist.
+        ValueError: If the id/text/image/split columns are missing, or no image source is given.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"CSV file {csv_path} does not exist; check `root`/`csv_path`.")
+    root = Path(image_root) if image_root is not None else csv_path.parent
+    if image_column is None and image_template is None:
+        raise ValueError("give `image_column` or `image_template` to locate the images.")
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        fieldnames = list(reader.fieldnames or [])
+        rows = list(reader)
+    structural = [
+        (arg, column)
+        for arg, column in (
+            ("text_column", text_column),
+            ("image_column", image_column),
+            ("id_column", id_column),
+            ("split_column", split_column),
+        )
+        if column is not None
+    ]
+    for arg, column in structural:
+        if column not in fieldnames:
+            raise ValueError(
+                f"{arg}={column!r} is not a column of {csv_path}; columns are {fieldnames}. "
+                f"Pass the right `{arg}`."
+            )
+    reserved = {column for _, column in structural} | set(ignore_columns)
+    if label_names is None:
+        label_names = [name for name in fieldnames if name not in reserved]
+    mapping, problems = _resolve_label_columns(fieldnames, label_names, csv_path)
+    if strict_columns:
+        used = reserved | set(mapping.values())
+        problems.extend(
+            DataProblem(
+                UNKNOWN_LABEL_COLUMN,
+                f"{csv_path}:{name}",
+                f"column is not one of the label_names {list(label_names)}",
+            )
+            for name in fieldnames
+            if name not in used
+        )
+    result = CSVReadResult(problems=problems)
+    seen: set[str] = set()
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        image_rel = row.get(image_column) if image_column else None
+        if id_column is not None:
+            sample_id = (row.get(id_column) or "").strip()
+        elif image_rel:
+            sample_id = str(Path(image_rel).with_suffix(""))
+        else:
+            sample_id = f"{csv_path.stem}-{number}"
+        if not sample_id:
+            sample_id = f"{csv_path.stem}-{number}"
+        if sample_id in seen:
+            result.problems.append(
+                DataProblem(DUPLICATE_ID, sample_id, f"{csv_path} line {number}", sample_id)
+            )
+            continue
+        seen.add(sample_id)
+        if image_column is not None:
+            image_path = root / (image_rel or "").strip()
+        else:
+            assert image_template is not None
+            image_path = root / image_template.format(id=sample_id)
+        text = " ".join((row.get(text_column) or "").split())
+        if not text:
+            result.problems.append(
+                DataProblem(EMPTY_REPORT, sample_id, f"{csv_path} line {number}", sample_id)
+            )
+        labels: list[float] = []
+        for label in label_names:
+            label_column = mapping.get(label)
+            if label_column is None:
+                labels.append(0.0)
+                continue
+            value = parse_label_value(row.get(label_column), uncertain_label)
+            if value is None:
+                result.problems.append(
+                    DataProblem(
+                        INVALID_LABEL,
+                        sample_id,
+                        f"{label_column}={row.get(label_column)!r} ({csv_path} line {number})",
+                        sample_id,
+                    )
+                )
+                value = 0.0
+            labels.append(value)
+        result.samples.append(
+            FusionSample(id=sample_id, image_path=image_path, text=text, labels=tuple(labels))
+        )
+        if split_column is not None:
+            result.splits[sample_id] = (row.get(split_column) or "").strip()
+    return result
+
+
+__all__ = [
+    "MONAI_ID_COLUMN",
+    "MONAI_IMAGE_TEMPLATE",
+    "MONAI_SPLIT_FILES",
+    "MONAI_TEXT_COLUMN",
+    "CSVReadResult",
+    "column_key",
+    "parse_label_value",
+    "read_samples_csv",
+]

@@ -1,0 +1,31 @@
+"""Model components: LLaMA backbone, vision encoder, cross-attention layers, fusion models."""
+
+from medllama_fusion.models.backbone import BackboneConfig, LlamaBackbone
+from medllama_fusion.models.fusion import (
+    FusionContext,
+    FusionModel,
+    FusionOutput,
+    MixedFusion,
+    ParallelFusion,
+    SerialFusion,
+)
+from medllama_fusion.models.heads import ClassificationHead
+from medllama_fusion.models.layers import CrossAttentionBlock, CrossAttentionLayer, LlamaBlockStack
+from medllama_fusion.models.vision import VisionConfig, VisionEncoder
+
+__all__ = [
+    "BackboneConfig",
+    "ClassificationHead",
+    "CrossAttentionBlock",
+    "CrossAttentionLayer",
+    "FusionContext",
+    "FusionModel",
+    "FusionOutput",
+    "LlamaBackbone",
+    "LlamaBlockStack",
+    "MixedFusion",
+    "ParallelFusion",
+    "SerialFusion",
+    "VisionConfig",
+    "VisionEncoder",
+]

@@ -1,0 +1,534 @@
+"""LLaMA-family backbone: load (hub id, local dir, GGUF) or build, verify, trim and quantize.
+
+The backbone keeps the token embeddings and the first ``num_text_layers`` decoder layers as the
+text stack. It can hand further pretrained layers to the fusion model (vision / cross blocks) via
+:meth:`LlamaBackbone.take_extra_layers`. The final norm, the LM head and every unused layer are
+dropped (only the needed layers are even instantiated: the config is loaded with
+``num_hidden_layers`` set to the number of layers needed, so the remaining checkpoint tensors are
+never materialised).
+
+Loading is verified: the loading report of transformers must have no missing or shape-mismatched
+tensor among the kept modules, and when the checkpoint is a local safetensors checkpoint every
+kept, non-quantized tensor is compared bit-for-bit with the file. Any discrepancy raises a
+``ValueError`` naming the file and the tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
+
+from medllama_fusion.models.layers import LlamaBlockStack
+
+__all__ = ["BackboneConfig", "LlamaBackbone", "quantize_linear_layers", "resolve_dtype"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_ATTN = ("sdpa", "eager")
+_QUANT = (None, "4bit", "8bit")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """Map ``"float32" | "bfloat16" | "float16"`` to a torch dtype.
+
+    Args:
+        name: Dtype name.
+
+    Returns:
+        The dtype.
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    if name not in _DTYPES:
+        raise ValueError(
+            f"BackboneConfig.dtype={name!r} is not supported; use one of {list(_DTYPES)}."
+        )
+    return _DTYPES[name]
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Run a block with a fixed CPU RNG seed without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass
+class BackboneConfig:
+    """Where the LLaMA backbone comes from and how it runs.
+
+    Exactly one of ``pretrained`` and ``config`` must be given.
+
+    Args:
+        pretrained: Hub id, local directory (``save_pretrained`` layout) or path to a ``.gguf``
+            file. Resolved offline when ``local_files_only``.
+        gguf_file: GGUF file name inside ``pretrained`` (a directory or hub repo).
+        config: ``LlamaConfig`` keyword arguments for a randomly initialised backbone (tests,
+            quickstart). Initialisation is deterministic by ``init_seed`` regardless of the
+            global RNG, so the frozen base can be rebuilt bit-identically.
+        init_seed: Seed of the random initialisation (``config`` only).
+        num_text_layers: Number of pretrained decoder layers forming the text stack (paper: 3).
+        dtype: ``"float32" | "bfloat16" | "float16"`` of the base (and compute dtype when
+            quantized).
+        quantization: ``None | "4bit" (NF4) | "8bit"`` frozen base via bitsandbytes (QLoRA).
+        attn_implementation: ``"sdpa"`` (default) or ``"eager"``.
+        causal: Causal self-attention over text (default bidirectional with a padding mask).
+        gradient_checkpointing: Recompute each block in backward (``torch.utils.checkpoint``).
+        local_files_only: Never contact the Hugging Face Hub.
+        revision: Hub revision (branch, tag or commit).
+    """
+
+    pretrained: str | None = None
+    gguf_file: str | None = None
+    config: dict[str, Any] | None = None
+    init_seed: int = 0
+    num_text_layers: int = 3
+    dtype: str = "float32"
+    quantization: str | None = None
+    attn_implementation: str = "sdpa"
+    causal: bool = False
+    gradient_checkpointing: bool = False
+    local_files_only: bool = True
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pretrained is None) == (self.config is None):
+            raise ValueError(
+                "BackboneConfig needs exactly one of `pretrained` (hub id, directory or .gguf "
+                "file) and `config` (LlamaConfig kwargs for a random backbone)."
+            )
+        if self.num_text_layers < 0:
+            raise ValueError(
+                f"BackboneConfig.num_text_layers must be >= 0, got {self.num_text_layers}."
+            )
+        resolve_dtype(self.dtype)
+        if self.quantization not in _QUANT:
+            raise ValueError(
+                f"BackboneConfig.quantization={self.quantization!r}; use None, '4bit' or '8bit'."
+            )
+        if self.attn_implementation not in _ATTN:
+            raise ValueError(
+                f"BackboneConfig.attn_implementation={self.attn_implementation!r}; "
+                f"use one of {list(_ATTN)}."
+            )
+        if self.config is not None:
+            hidden = int(self.config.get("hidden_size", 4096))
+            heads = int(self.config.get("num_attention_heads", 32))
+            kv_heads = int(self.config.get("num_key_value_heads", heads))
+            if hidden % heads != 0 and "head_dim" not in self.config:
+                raise ValueError(
+                    f"BackboneConfig.config: hidden_size={hidden} is not divisible by "
+                    f"num_attention_heads={heads}; change one of them (or set head_dim)."
+                )
+            if heads % kv_heads != 0:
+                raise ValueError(
+                    f"BackboneConfig.config: num_attention_heads={heads} is not divisible by "
+                    f"num_key_value_heads={kv_heads}; change num_key_value_heads."
+                )
+
+    def source_name(self) -> str:
+        """Human-readable name of the weights' source (for error messages)."""
+        if self.pretrained is None:
+            return f"random config (init_seed={self.init_seed})"
+        if self.gguf_file:
+            return str(Path(self.pretrained) / self.gguf_file)
+        return self.pretrained
+
+
+def _split_gguf(cfg: BackboneConfig) -> tuple[str, str | None]:
+    """Return ``(pretrained, gguf_file)`` with a ``.gguf`` path split into dir + name."""
+    assert cfg.pretrained is not None
+    if cfg.gguf_file is None and cfg.pretrained.lower().endswith(".gguf"):
+        path = Path(cfg.pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"BackboneConfig.pretrained={cfg.pretrained!r}: GGUF file not found; "
+                "give an existing .gguf path."
+            )
+        return str(path.parent), path.name
+    if (
+        cfg.gguf_file is not None
+        and Path(cfg.pretrained).is_dir()
+        and not (Path(cfg.pretrained) / cfg.gguf_file).is_file()
+    ):
+        raise FileNotFoundError(
+            f"BackboneConfig.gguf_file={cfg.gguf_file!r} not found in {cfg.pretrained!r}; "
+            "check the file name."
+        )
+    return cfg.pretrained, cfg.gguf_file
+
+
+def _check_llama_config(config: PretrainedConfig, cfg: BackboneConfig) -> None:
+    for attr in ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size"):
+        if not hasattr(config, attr):
+            raise ValueError(
+                f"backbone {cfg.source_name()!r} has no `{attr}` in its config; "
+                "use a LLaMA-family causal LM."
+            )
+
+
+def _kept_prefixes(num_layers: int) -> tuple[str, ...]:
+    return ("model.embed_tokens.", *(f"model.layers.{i}." for i in range(num_layers)))
+
+
+def _safetensors_files(directory: Path) -> list[Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return sorted({directory / name for name in weight_map.values()})
+    single = directory / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+def _verify_against_safetensors(
+    module_tensors: dict[str, Tensor],
+    files: list[Path],
+    num_layers: int,
+    skip: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Compare kept tensors with the checkpoint; return a list of problems."""
+    from safetensors import safe_open
+
+    prefixes = _kept_prefixes(num_layers)
+    seen: set[str] = set()
+    problems: list[str] = []
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
+                name = key if key.startswith("model.") else f"model.{key}"
+                if not name.startswith(prefixes) or name in skip:
+                    continue
+                seen.add(name)
+                if name not in module_tensors:
+                    problems.append(f"{key}: in {file.name} but not in the model")
+                    continue
+                loaded = module_tensors[name]
+                stored = handle.get_tensor(key)
+                if tuple(stored.shape) != tuple(loaded.shape):
+                    problems.append(
+                        f"{key}: shape {tuple(stored.shape)} in {file.name}, "
+                        f"{tuple(loaded.shape)} in the model"
+                    )
+                elif not torch.equal(stored.to(loaded.dtype), loaded.detach().cpu()):
+                    problems.append(f"{key}: values differ from {file.name}")
+    for name in sorted(set(module_tensors) - seen):
+        problems.append(f"{name}: not found in any checkpoint file (left at random init)")
+    return problems
+
+
+def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dtype) -> int:
+    """Replace every ``nn.Linear`` inside ``module`` by a frozen bitsandbytes layer.
+
+    Args:
+        module: Module modified in place.
+        mode: ``"4bit"`` (NF4, ``bnb.nn.Linear4bit``) or ``"8bit"`` (``bnb.nn.Linear8bitLt``).
+        compute_dtype: Compute dtype of the 4-bit layers.
+
+    Returns:
+        Number of replaced layers.
+    """
+    import bitsandbytes as bnb
+
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear:
+                continue
+            device = child.weight.device
+            weight = child.weight.detach().to("cpu", torch.float32)
+            new: nn.Module
+            if mode == "4bit":
+                new = bnb.nn.Linear4bit(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    compute_dtype=compute_dtype,
+                    quant_type="nf4",
+                )
+                new.weight = bnb.nn.Params4bit(
+                    weight.to(compute_dtype), requires_grad=False, quant_type="nf4"
+                )
+            else:
+                new = bnb.nn.Linear8bitLt(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    has_fp16_weights=False,
+                    threshold=6.0,
+                )
+                new.weight = bnb.nn.Int8Params(
+                    weight.to(compute_dtype), requires_grad=False, has_fp16_weights=False
+                )
+            if child.bias is not None:
+                new.bias = nn.Parameter(child.bias.detach().to(compute_dtype), requires_grad=False)
+            new = new.to(device)  # quantizes
+            setattr(parent, name, new)
+            replaced += 1
+    return replaced
+
+
+class LlamaBackbone(nn.Module):
+    """Token embeddings + the first decoder layers of a LLaMA-family causal LM.
+
+    Args:
+        config: Backbone configuration.
+        num_extra_layers: Further pretrained layers to load after the text layers, handed out by
+            :meth:`take_extra_layers` (vision / cross blocks).
+
+    Attributes:
+        llama_config: The transformers config (``num_hidden_layers`` = layers loaded).
+        embed_tokens: Frozen token embedding.
+        text_stack: The text decoder layers (``text_stack.layers``) run as one stack.
+        rotary_emb: RoPE module (cos/sin computed once per forward by the caller).
+        loading_report: What was verified while loading (source, files, tensors compared).
+    """
+
+    def __init__(self, config: BackboneConfig, num_extra_layers: int = 0) -> None:
+        super().__init__()
+        self.backbone_config = config
+        self.dtype_ = resolve_dtype(config.dtype)
+        needed = config.num_text_layers + num_extra_layers
+        self.loading_report: dict[str, Any] = {"source": config.source_name()}
+        if config.config is not None:
+            model = self._build_random(config, needed)
+        else:
+            model = self._load_pretrained(config, needed)
+        inner: Any = model.model
+        self.llama_config: LlamaConfig = inner.config
+        self.embed_tokens: nn.Embedding = inner.embed_tokens
+        all_layers = list(inner.layers[:needed])
+        del model, inner  # frees final norm, lm_head, unused layers
+        for layer in all_layers:
+            for module in layer.modules():
+                module._medllama_base = True  # type: ignore[assignment]
+        for module in self.embed_tokens.modules():
+            module._medllama_base = True  # type: ignore[assignment]
+        self.text_stack = LlamaBlockStack(all_layers[: config.num_text_layers], config.causal)
+        self.text_stack.gradient_checkpointing = config.gradient_checkpointing
+        self._extra: list[nn.Module] = all_layers[config.num_text_layers :]
+        self.rotary_emb = LlamaRotaryEmbedding(self.llama_config)
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    # ------------------------------------------------------------------ loading
+    def _layers_available_error(self, available: int, needed: int) -> ValueError:
+        cfg = self.backbone_config
+        return ValueError(
+            f"backbone {cfg.source_name()!r} has {available} decoder layers but "
+            f"{needed} are needed (num_text_layers={cfg.num_text_layers} plus "
+            f"{needed - cfg.num_text_layers} for vision/cross blocks); lower num_text_layers, "
+            "VisionConfig.num_layers or num_cross_layers, or use blocks_init='random'."
+        )
+
+    def _build_random(self, cfg: BackboneConfig, needed: int) -> nn.Module:
+        assert cfg.config is not None
+        kwargs = dict(cfg.config)
+        kwargs.setdefault("tie_word_embeddings", False)
+        llama_config = LlamaConfig(**kwargs)
+        llama_config._attn_implementation = cfg.attn_implementation
+        if needed > llama_config.num_hidden_layers:
+            raise self._layers_available_error(llama_config.num_hidden_layers, needed)
+        if needed < 1 and llama_config.num_hidden_layers < 1:
+            raise ValueError("BackboneConfig.config: num_hidden_layers must be >= 1.")
+        with _seeded(cfg.init_seed):
+            model = _RandomLlama(llama_config)
+        model.to(self.dtype_)
+        if cfg.quantization is not None:
+            for layer in model.model.layers[:needed]:
+                quantize_linear_layers(layer, cfg.quantization, self.dtype_)
+        self.loading_report.update(verified="random init", num_layers=needed)
+        return model
+
+    def _load_pretrained(self, cfg: BackboneConfig, needed: int) -> nn.Module:
+        pretrained, gguf_file = _split_gguf(cfg)
+        common: dict[str, Any] = {"local_files_only": cfg.local_files_only}
+        if cfg.revision is not None:
+            common["revision"] = cfg.revision
+        if gguf_file is not None:
+            common["gguf_file"] = gguf_file
+        source = cfg.source_name() if gguf_file is None else str(Path(pretrained) / gguf_file)
+        try:
+            llama_config = AutoConfig.from_pretrained(pretrained, **common)
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(
+                f"BackboneConfig.pretrained={cfg.pretrained!r}: cannot load a config ({err}); "
+                "pass a local directory with config.json, a .gguf file, or a cached hub id."
+            ) from err
+        _check_llama_config(llama_config, cfg)
+        available = int(llama_config.num_hidden_layers)
+        if needed > available:
+            raise self._layers_available_error(available, needed)
+        llama_config.num_hidden_layers = max(needed, 1)
+        if hasattr(llama_config, "layer_types") and llama_config.layer_types is not None:
+            llama_config.layer_types = llama_config.layer_types[: max(needed, 1)]
+        kwargs: dict[str, Any] = dict(
+            common,
+            config=llama_config,
+            dtype=self.dtype_,
+            attn_implementation=cfg.attn_implementation,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+        )
+        use_bnb_config = cfg.quantization is not None and gguf_file is None
+        if use_bnb_config:
+            from transformers import BitsAndBytesConfig
+
+            if cfg.quantization == "4bit":
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type="nf4",
+                    bnb_4bit_compute_dtype=self.dtype_,
+                )
+            else:
+                kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+            kwargs["device_map"] = {"": "cuda:0" if torch.cuda.is_available() else "cpu"}
+        loaded: Any = AutoModelForCausalLM.from_pretrained(pretrained, **kwargs)
+        model: Any = loaded[0]
+        info: dict[str, Any] = loaded[1]
+        prefixes = _kept_prefixes(needed)
+        missing = sorted(k for k in info.get("missing_keys", ()) if k.startswith(prefixes))
+        mismatched = sorted(
+            str(k) for k in info.get("mismatched_keys", ()) if str(k).startswith(prefixes)
+        )
+        problems = [f"{k}: missing from the checkpoint" for k in missing]
+        problems += [f"{k}: shape mismatch" for k in mismatched]
+        problems += [str(m) for m in info.get("error_msgs", ())]
+        files: list[Path] = []
+        compared = 0
+        if not problems and gguf_file is None and Path(pretrained).is_dir():
+            files = _safetensors_files(Path(pretrained))
+            if files:
+                tensors = {
+                    name: tensor
+                    for name, tensor in model.state_dict().items()
+                    if name.startswith(prefixes)
+                }
+                all_kept = set(tensors)
+                if use_bnb_config:  # quantized weights cannot be compared bit-for-bit
+                    quantized = {
+                        n.rsplit(".", 1)[0]
+                        for n, m in model.named_modules()
+                        if "Linear4bit" in type(m).__name__ or "Linear8bit" in type(m).__name__
+                    }
+                    tensors = {
+                        n: t
+                        for n, t in tensors.items()
+                        if not any(n.startswith(q + ".") for q in quantized)
+                        and t.is_floating_point()
+                    }
+                compared = len(tensors)
+                skip = frozenset(all_kept - set(tensors))
+                problems = _verify_against_safetensors(tensors, files, needed, skip)
+        if problems:
+            shown = "\n  ".join(problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise ValueError(
+                f"pretrained weights in {source!r} do not match the model "
+                f"({len(problems)} problem(s)):\n  {shown}{more}\n"
+                "Re-download or re-save the checkpoint, or point `pretrained` at the right one."
+            )
+        if not use_bnb_config:
+            model.to(self.dtype_)
+        if cfg.quantization is not None and not use_bnb_config:
+            for layer in model.model.layers[:needed]:
+                quantize_linear_layers(layer, cfg.quantization, self.dtype_)
+        self.loading_report.update(
+            verified="safetensors" if files else "loading-info",
+            files=[str(f) for f in files],
+            tensors_compared=compared,
+            num_layers=needed,
+        )
+        return model
+
+    # ------------------------------------------------------------------ API
+    @property
+    def hidden_size(self) -> int:
+        """Hidden size of the backbone."""
+        return int(self.llama_config.hidden_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the (non-quantized) base tensors and the compute dtype."""
+        return self.dtype_
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The text decoder layers."""
+        return self.text_stack.layers
+
+    def forward(
+        self, hidden_states: Tensor, attention_mask: Tensor | None, position_embeddings: Any
+    ) -> Tensor:
+        """Run the text layers on embeddings ``[B, L, D]``.
+
+        Args:
+            hidden_states: Token embeddings.
+            attention_mask: Mask from :func:`build_self_attention_mask`.
+            position_embeddings: RoPE ``(cos, sin)`` from :meth:`rotary`.
+
+        Returns:
+            ``[B, L, D]`` hidden states.
+        """
+        return self.text_stack(hidden_states, attention_mask, position_embeddings)  # type: ignore[no-any-return]
+
+    def take_extra_layers(self, count: int) -> list[nn.Module]:
+        """Hand out the next ``count`` pretrained layers (after the text layers).
+
+        Args:
+            count: Number of layers.
+
+        Returns:
+            The layers, in backbone order.
+
+        Raises:
+            ValueError: When fewer layers remain.
+        """
+        if count > len(self._extra):
+            raise ValueError(
+                f"backbone has {len(self._extra)} extra layers left, {count} requested; "
+                "pass num_extra_layers when building LlamaBackbone."
+            )
+        taken, self._extra = self._extra[:count], self._extra[count:]
+        return taken
+
+    def rotary(self, hidden_states: Tensor, length: int) -> tuple[Tensor, Tensor]:
+        """RoPE ``(cos, sin)`` for positions ``0..length-1``, shape ``[1, length, head_dim]``.
+
+        Args:
+            hidden_states: Any tensor with the target dtype/device.
+            length: Sequence length.
+
+        Returns:
+            The cos/sin pair shared by all layers of one forward.
+        """
+        positions = torch.arange(length, device=hidden_states.device)[None, :]
+        return self.rotary_emb(hidden_states, positions)  # type: ignore[no-any-return]
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """Token embeddings ``[B, L, D]``.
+
+        Args:
+            input_ids: ``[B, L]`` token ids.
+
+        Returns:
+            The embeddings (ids are not range-checked here to avoid a host sync).
+        """
+        return self.embed_tokens(input_ids)  # type: ignore[no-any-return]
+
+
+class _RandomLlama(nn.Module):
+    """Minimal causal-LM-shaped holder (``.model``) for a seeded random ``LlamaModel``."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.model = LlamaModel(config)

