@@ -1,17 +1,20 @@
-"""Lightning callbacks: prediction CSV writer and per-epoch reseeding for exact resumption."""
+"""Lightning callbacks: prediction CSV writer and per-epoch/per-batch reseeding (exact resume)."""
 
 from __future__ import annotations
 
 import csv
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
-__all__ = ["EpochSeed", "PredictionCSVWriter"]
+__all__ = ["EpochSeed", "PredictionCSVWriter", "batch_seed"]
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -64,21 +67,52 @@ class PredictionCSVWriter(BasePredictionWriter):
         self.written = path
 
 
-class EpochSeed(Callback):
-    """Reseed Python, NumPy and torch at every training epoch start with ``seed + epoch``.
-
-    Makes an epoch's shuffling, augmentation and dropout a function of ``(seed, epoch)`` only, so
-    a run resumed from an end-of-epoch checkpoint (``--ckpt_path last``) continues exactly like an
-    uninterrupted one.
+def batch_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
+    """Return the seed :class:`EpochSeed` uses for one training batch (a 32-bit integer).
 
     Args:
         seed: Base seed.
+        epoch: Current epoch.
+        batch_idx: Batch index within the epoch.
+        rank: Global rank of the process.
+
+    Returns:
+        A seed that depends on the four numbers only (NumPy ``SeedSequence`` mixing).
+    """
+    return int(np.random.SeedSequence([seed, epoch, batch_idx, rank]).generate_state(1)[0])
+
+
+class EpochSeed(Callback):
+    """Reseed Python, NumPy and torch per epoch (``seed + 1000 * epoch + rank``) and per batch.
+
+    Makes shuffling-independent randomness (dropout and anything else drawn from the global RNGs
+    in the training step) a function of ``(seed, epoch, batch_idx, rank)`` only. Together with
+    the resumable training loader of the data modules (order and augmentation seeded by
+    ``(seed, epoch, index)``), a run resumed with ``--ckpt_path last`` from an end-of-epoch OR a
+    mid-epoch checkpoint (``ModelCheckpoint(every_n_train_steps=...)``) continues exactly like an
+    uninterrupted one, without storing RNG states.
+
+    Args:
+        seed: Base seed.
+        every_batch: Also reseed before every training batch (needed for exact mid-epoch
+            resumption; off restores the per-epoch-only behaviour).
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, every_batch: bool = True) -> None:
         self.seed = seed
+        self.every_batch = every_batch
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Reseed all generators (and dataloader workers) for this epoch."""
         seed_everything(self.seed + 1000 * trainer.current_epoch + trainer.global_rank,
                         workers=True, verbose=False)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Reseed all generators from ``(seed, epoch, batch_idx, rank)`` (if ``every_batch``)."""
+        if self.every_batch:
+            value = batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+            random.seed(value)
+            np.random.seed(value)
+            torch.manual_seed(value)  # CPU and all CUDA devices

@@ -12,7 +12,12 @@ from PIL import Image
 
 import medllama_fusion.datamodules.base as base_module
 import medllama_fusion.datamodules.openi as openi_module
-from medllama_fusion.datamodules import CSVDataModule, OpenIDataModule, split_samples
+from medllama_fusion.datamodules import (
+    CSVDataModule,
+    OpenIDataModule,
+    ResumableDataLoader,
+    split_samples,
+)
 from medllama_fusion.datasets.fusion_dataset import FusionSample
 from medllama_fusion.datasets.labels import MONAI_COLUMN_NAMES, OPENI_LABELS
 from medllama_fusion.datasets.openi import load_openi_reports
@@ -205,11 +210,15 @@ def test_loader_settings(demo_root: Path, monkeypatch: pytest.MonkeyPatch) -> No
         def __init__(self, dataset: Any, **kwargs: Any) -> None:
             captured.update(kwargs)
 
-    monkeypatch.setattr(base_module, "DataLoader", FakeLoader)
     dm.setup()
-    dm.train_dataloader()
+    train = dm.train_dataloader()
+    assert isinstance(train, ResumableDataLoader) and train.shuffle
+    assert train.num_workers == 2 and train.persistent_workers is True
+    assert train.prefetch_factor == 3 and train.seed == dm.shuffle_seed
+    monkeypatch.setattr(base_module, "DataLoader", FakeLoader)
+    dm.val_dataloader()
     assert captured["num_workers"] == 2 and captured["persistent_workers"] is True
-    assert captured["prefetch_factor"] == 3 and captured["shuffle"] is True
+    assert captured["prefetch_factor"] == 3 and captured["shuffle"] is False
     single = make_dm(demo_root, num_workers=0, pin_memory=True)
     assert single.pin_memory is True and not single.persistent_workers
     assert single.prefetch_factor is None
@@ -443,3 +452,34 @@ def test_real_reports_frontal_selection(tmp_path: Path) -> None:
     labels = torch.tensor([s.labels for s in loaded.samples])
     assert labels.shape == (3664, 14) and labels.sum(dim=1).min() >= 0
     assert labels[:, OPENI_LABELS.index("No-Finding")].sum() > 1000
+
+
+def test_demo_true_writes_data_into_empty_root_and_yields_a_batch(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "demo_data"
+    dm = make_dm(root, demo=True, demo_reports=12, layout="csv")
+    assert dm.label_names == list(OPENI_LABELS) and dm.num_labels == 14  # before any data
+    assert not dm.has_data()
+    dm.prepare_data()
+    assert dm.has_data() and (root / "tokenizer").is_dir()
+    assert sorted(p.name for p in root.parent.iterdir()) == ["demo_data"]  # no staging left
+    stamp = (root / "train.csv").stat().st_mtime_ns
+    dm.prepare_data()  # data present: not rewritten
+    assert (root / "train.csv").stat().st_mtime_ns == stamp
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pixel_values"].shape == (4, 1, 32, 32) and batch["labels"].shape == (4, 14)
+    labels = dm.train_labels
+    assert labels.shape == (len(dm.samples["train"]), 14)
+    assert torch.equal(labels, torch.tensor([s.labels for s in dm.samples["train"]]))
+    again = tmp_path / "again"
+    make_dm(again, demo=True, demo_reports=12, layout="csv").prepare_data()
+    assert (again / "train.csv").read_bytes() == (root / "train.csv").read_bytes()  # seeded
+
+
+def test_demo_refuses_non_empty_root_without_data(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        make_dm(tmp_path, demo=True, demo_reports=12).prepare_data()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    with pytest.raises(ValueError, match="demo_reports"):
+        make_dm(tmp_path, demo=True, demo_reports=2)

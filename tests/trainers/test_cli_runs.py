@@ -160,3 +160,21 @@ def test_console_script(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert CONF.is_dir()
+
+
+def test_pos_weight_auto_is_negatives_over_positives(demo_root: Path, tiny_conf: Path,
+                                                     tmp_path: Path) -> None:
+    cli = _fit(tiny_conf, demo_root, tmp_path, "--model.init_args.pos_weight", "auto",
+               "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+    assert cli.trainer.state.finished and cli.trainer.global_step == 2
+    with open(demo_root / "train.csv") as handle:  # counted from the file, not the data module
+        rows = list(csv.DictReader(handle))
+    columns = [c for c in rows[0] if c not in ("id", "report")]
+    assert len(columns) == 14 == len(cli.model.label_names)
+    positives = torch.tensor([sum(float(r[c]) for r in rows) for c in columns])
+    assert positives.min() >= 1, "the tiny demo split has every label"
+    expected = (len(rows) - positives) / positives
+    labels = cli.datamodule.train_labels
+    assert labels.shape == (len(rows), 14) and labels.dtype == torch.float32
+    assert torch.allclose(cli.model.pos_weight, expected)
+    assert not torch.allclose(cli.model.pos_weight, torch.ones(14))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import CONF, cli_args
 
@@ -50,45 +51,68 @@ def _resume_cmd(root: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_resume_after_kill_matches_uninterrupted(demo_root: Path, tmp_path: Path) -> None:
+def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
+                                                           tmp_path: Path) -> None:
+    """SIGKILL in epoch 1 after a mid-epoch last.ckpt, resume with --ckpt_path last: same run."""
     full = tmp_path / "full"
     result = subprocess.run(_resume_cmd(demo_root, full), capture_output=True, text=True,
                             env=ENV, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
 
+    # The interrupted run reads with 2 worker processes: batches must not depend on that.
     killed = tmp_path / "killed"
-    progress = killed / "progress.txt"
+    progress, resumed_progress = killed / "progress.txt", killed / "resumed.txt"
+    workers = ("--data.init_args.num_workers", "2")
     proc = subprocess.Popen(
-        _resume_cmd(demo_root, killed, "--trainer.callbacks+=tests.trainers.helpers.Progress",
+        _resume_cmd(demo_root, killed, *workers,
+                    "--trainer.callbacks+=tests.trainers.helpers.Progress",
                     f"--trainer.callbacks.path={progress}", "--trainer.callbacks.delay=0.5"),
         env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.time() + 240
-    try:
-        while time.time() < deadline:  # kill in epoch 1, after the epoch-0 checkpoint exists
-            if progress.is_file() and "epoch 1 batch 2" in progress.read_text():
+    try:  # steps 2, 4, 6, 8 wrote last.ckpt; step 8 = epoch 1 batch 2 (5 batches per epoch)
+        while time.time() < deadline:
+            if progress.is_file() and "epoch 1 batch 3" in progress.read_text():
                 break
             assert proc.poll() is None, proc.stderr.read()[-4000:] if proc.stderr else ""
-            time.sleep(0.2)
+            time.sleep(0.1)
         else:
-            pytest.fail("the run never reached epoch 1")
-        assert list(killed.rglob("last.ckpt"))
+            pytest.fail("the run never reached epoch 1 batch 3")
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    result = subprocess.run(_resume_cmd(demo_root, killed, "--ckpt_path", "last"),
-                            capture_output=True, text=True, env=ENV, timeout=300, cwd=tmp_path)
+    (last,) = killed.rglob("last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 8
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches": 3, "seed": 0, "num_samples": 102}]
+
+    result = subprocess.run(
+        _resume_cmd(demo_root, killed, *workers, "--ckpt_path", "last",
+                    "--trainer.callbacks+=tests.trainers.helpers.Progress",
+                    f"--trainer.callbacks.path={resumed_progress}"),
+        capture_output=True, text=True, env=ENV, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "not resumable" not in result.stderr
+    assert resumed_progress.read_text().splitlines()[0] == "epoch 1 batch 3"  # really resumed
 
-    def final(out: Path) -> dict[str, str]:
-        rows = sorted(out.rglob("metrics.csv"))[-1].read_text().splitlines()
-        header = rows[0].split(",")
-        last_val = [r.split(",") for r in rows[1:] if r.split(",")[header.index("val/auroc")]]
-        return dict(zip(header, last_val[-1], strict=False))
+    def rows(out: Path) -> list[dict[str, str]]:
+        lines = sorted(out.rglob("metrics.csv"))[-1].read_text().splitlines()
+        header = lines[0].split(",")
+        return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:]]
 
-    a, b = final(full), final(killed)
-    assert a["epoch"] == b["epoch"] == "2"
+    def losses(out: Path) -> dict[int, float]:
+        return {int(r["step"]): float(r["train/loss"]) for r in rows(out) if r["train/loss"]}
+
+    a, b = rows(full), rows(killed)
+    last_a = [r for r in a if r["val/auroc"]][-1]
+    last_b = [r for r in b if r["val/auroc"]][-1]
+    assert last_a["epoch"] == last_b["epoch"] == "2"
     for key in ("val/auroc", "val/loss", "val/auroc/Cardiomegaly"):
-        assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6), key
+        assert float(last_a[key]) == pytest.approx(float(last_b[key]), abs=1e-6), key
+    after = {step: loss for step, loss in losses(full).items() if step >= 8}
+    assert sorted(losses(killed)) == sorted(after) and len(after) == 7
+    for step, loss in losses(killed).items():
+        assert loss == pytest.approx(after[step], abs=1e-6), step

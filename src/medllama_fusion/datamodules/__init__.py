@@ -2,11 +2,19 @@
 
 from medllama_fusion.datamodules.base import FATAL_KINDS, FusionDataModule, LoadedSamples
 from medllama_fusion.datamodules.csv import CSVDataModule
+from medllama_fusion.datamodules.loaders import (
+    ResumableDataLoader,
+    ResumableSampler,
+    SeededDataset,
+    sample_seed,
+)
 from medllama_fusion.datamodules.openi import (
+    DEMO_SEED,
     LAYOUTS,
     OpenIDataModule,
     detect_layout,
     find_view_metadata,
+    write_demo_root,
 )
 from medllama_fusion.datamodules.splits import (
     PAPER_SPLIT_FRACTIONS,
@@ -17,6 +25,7 @@ from medllama_fusion.datamodules.splits import (
 )
 
 __all__ = [
+    "DEMO_SEED",
     "FATAL_KINDS",
     "LAYOUTS",
     "PAPER_SPLIT_FRACTIONS",
@@ -26,8 +35,13 @@ __all__ = [
     "FusionDataModule",
     "LoadedSamples",
     "OpenIDataModule",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "SeededDataset",
     "detect_layout",
     "find_view_metadata",
+    "sample_seed",
     "split_counts",
     "split_samples",
+    "write_demo_root",
 ]

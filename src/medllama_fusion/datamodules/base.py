@@ -14,16 +14,22 @@ lists plus the problems found. :meth:`FusionDataModule.setup` then
    (:func:`~medllama_fusion.datasets.text.tokenize_reports`), never per epoch,
 5. builds :class:`~medllama_fusion.datasets.fusion_dataset.FusionDataset` objects.
 
-DataLoaders pin memory when CUDA is available (``pin_memory=None``), keep workers alive between
-epochs (``persistent_workers`` when ``num_workers > 0``) and prefetch ``prefetch_factor`` batches
-per worker. Batches follow the SPEC: ``input_ids``/``attention_mask`` LongTensor [B, L] padded to
-the batch's longest report (or to ``max_length`` with ``pad_to_max_length=True``),
-``pixel_values`` FloatTensor [B, 1, H, W], ``labels`` FloatTensor [B, num_labels], ``ids``.
+The training loader is a :class:`~medllama_fusion.datamodules.loaders.ResumableDataLoader`:
+its order and augmentation are seeded by ``(shuffle_seed, epoch)`` and Lightning stores its
+position in checkpoints, so a checkpoint written mid-epoch resumes exactly.
+:attr:`FusionDataModule.train_labels` gives the training labels ``[N, C]`` (for
+``FusionClassifier(pos_weight="auto")``). DataLoaders pin memory when CUDA is available
+(``pin_memory=None``), keep workers alive between epochs (``persistent_workers`` when
+``num_workers > 0``) and prefetch ``prefetch_factor`` batches per worker. Batches follow the
+SPEC: ``input_ids``/``attention_mask`` LongTensor [B, L] padded to the batch's longest report
+(or to ``max_length`` with ``pad_to_max_length=True``), ``pixel_values`` FloatTensor
+[B, 1, H, W], ``labels`` FloatTensor [B, num_labels], ``ids``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +41,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from medllama_fusion.datamodules.loaders import ResumableDataLoader
 from medllama_fusion.datamodules.splits import PAPER_SPLIT_FRACTIONS, SPLIT_NAMES, split_samples
 from medllama_fusion.datasets.fusion_dataset import FusionCollator, FusionDataset, FusionSample
 from medllama_fusion.datasets.images import build_image_transform, verify_image
@@ -120,6 +127,9 @@ class FusionDataModule(pl.LightningDataModule):
         image_std: Normalisation std.
         cache_dir: Folder for the tokenization cache files; ``None`` keeps it in memory only.
         drop_last: Drop the last incomplete training batch.
+        shuffle_seed: Seed of the training order and augmentation (per epoch and sample);
+            ``None`` = the ``seed_everything`` seed in effect at construction
+            (``PL_GLOBAL_SEED``), else 0.
     """
 
     def __init__(
@@ -145,6 +155,7 @@ class FusionDataModule(pl.LightningDataModule):
         image_std: float = 0.5,
         cache_dir: str | None = None,
         drop_last: bool = False,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if max_length < 1:
@@ -177,6 +188,9 @@ class FusionDataModule(pl.LightningDataModule):
         self.image_std = image_std
         self.cache_dir = cache_dir
         self.drop_last = drop_last
+        self.shuffle_seed = (
+            int(os.environ.get("PL_GLOBAL_SEED", "0")) if shuffle_seed is None else shuffle_seed
+        )
         self.problems: list[DataProblem] = []
         self.samples: dict[str, list[FusionSample]] = {}
         self.datasets: dict[str, FusionDataset] = {}
@@ -200,6 +214,29 @@ class FusionDataModule(pl.LightningDataModule):
     def vocab_size(self) -> int:
         """Tokenizer vocabulary size including added tokens (``len(tokenizer)``)."""
         return len(self.tokenizer)
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        """Labels of the training split, FloatTensor ``[N, num_labels]`` (runs :meth:`setup`).
+
+        Used by ``FusionClassifier(pos_weight="auto")`` for ``negatives / positives`` per class.
+
+        Raises:
+            ValueError: If a training sample has no labels.
+        """
+        if not self.datasets:
+            self.setup("fit")
+        samples = self.samples["train"]
+        unlabelled = [sample.id for sample in samples if sample.labels is None]
+        if unlabelled:
+            raise ValueError(
+                f"training samples {unlabelled[:10]} of {self.source_description()} have no "
+                "labels; every training sample needs its label columns."
+            )
+        rows = [sample.labels for sample in samples]
+        if not rows:
+            return torch.zeros((0, self.num_labels), dtype=torch.float32)
+        return torch.tensor(rows, dtype=torch.float32)
 
     @property
     def pad_token_id(self) -> int:
@@ -376,8 +413,24 @@ class FusionDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled training batches (augmented images)."""
-        return self._loader("train", shuffle=True)
+        """Shuffled, resumable training batches (augmented images); see the module docstring."""
+        if "train" not in self.datasets:
+            self.setup()
+        dataset = self.datasets["train"]
+        if len(dataset) == 0:
+            rank_zero_warn(f"the train split of {self.source_description()} is empty.")
+        return ResumableDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            seed=self.shuffle_seed,
+            drop_last=self.drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
+            collate_fn=self.collator(),
+        )
 
     def val_dataloader(self) -> DataLoader[Any]:
         """Validation batches."""

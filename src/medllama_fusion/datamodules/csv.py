@@ -79,6 +79,7 @@ class CSVDataModule(FusionDataModule):
         horizontal_flip: Random horizontal flips (off by default).
         cache_dir: Tokenization cache folder (``None``: in memory).
         drop_last: Drop the last incomplete training batch.
+        shuffle_seed: Training order/augmentation seed; ``None`` = the ``seed_everything`` seed.
 
     Raises:
         FileNotFoundError: If ``csv_path`` does not exist.
@@ -113,6 +114,7 @@ class CSVDataModule(FusionDataModule):
         horizontal_flip: bool = False,
         cache_dir: str | None = None,
         drop_last: bool = False,
+        shuffle_seed: int | None = None,
     ) -> None:
         self.csv_path = Path(csv_path).expanduser()
         self.structural_columns = [
@@ -142,6 +144,7 @@ class CSVDataModule(FusionDataModule):
             horizontal_flip=horizontal_flip,
             cache_dir=cache_dir,
             drop_last=drop_last,
+            shuffle_seed=shuffle_seed,
         )
         self.image_column = image_column
         self.text_column = text_column

@@ -24,12 +24,19 @@ Layouts (``layout``):
 
 ``download=True`` fetches the release with
 :func:`~medllama_fusion.datasets.download.download_openi` in :meth:`prepare_data`.
+``demo=True`` makes :meth:`prepare_data` write the synthetic demo dataset
+(:func:`~medllama_fusion.datasets.demo.make_demo_dataset`, seed :data:`DEMO_SEED`) into a missing
+or empty ``root``, so ``medllama-fusion fit --config <quickstart>`` needs no other command. The
+14 OpenI label names are known at construction, before any data exists.
 ``tokenizer=None`` uses ``<root>/tokenizer`` (written by the demo generator) when present.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,6 +51,7 @@ from medllama_fusion.datasets.csv import (
     MONAI_TEXT_COLUMN,
     read_samples_csv,
 )
+from medllama_fusion.datasets.demo import DEMO_REPORTS, make_demo_dataset
 from medllama_fusion.datasets.download import download_openi
 from medllama_fusion.datasets.fusion_dataset import FusionSample
 from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_names
@@ -103,6 +111,48 @@ def find_view_metadata(root: str | Path, metadata_csv: str | Path | None = None)
     return None
 
 
+DEMO_SEED = 0
+"""Seed of the demo data written by ``OpenIDataModule(demo=True)``."""
+
+
+def write_demo_root(root: str | Path, n_reports: int = DEMO_REPORTS, image_size: int = 64) -> Path:
+    """Write the demo dataset (both layouts + tokenizer, seed :data:`DEMO_SEED`) into ``root``.
+
+    The data is generated in a hidden sibling folder and renamed to ``root`` in one step, so an
+    interrupted run never leaves a half-written ``root``.
+
+    Args:
+        root: Missing or empty folder.
+        n_reports: Number of reports.
+        image_size: Image side length in pixels (>= 16).
+
+    Returns:
+        ``root`` as a ``Path``.
+
+    Raises:
+        FileExistsError: If ``root`` exists and is not an empty folder.
+    """
+    root = Path(root).expanduser()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(
+            f"root {root} is not empty but holds no OpenI data; demo=True writes the demo data "
+            "only into a missing or empty folder: choose another root or empty it."
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.demo-", dir=root.parent))
+    try:
+        make_demo_dataset(
+            staging, n_reports=n_reports, image_size=image_size, seed=DEMO_SEED, layout="both"
+        )
+        if root.is_dir():
+            root.rmdir()
+        os.replace(staging, root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
 def detect_layout(root: str | Path) -> str:
     """Return ``"csv"`` if ``root`` holds the three MONAI CSV files, else ``"raw"``.
 
@@ -148,6 +198,11 @@ class OpenIDataModule(FusionDataModule):
         horizontal_flip: Random horizontal flips (off by default).
         cache_dir: Tokenization cache folder (``None``: in memory).
         drop_last: Drop the last incomplete training batch.
+        shuffle_seed: Training order/augmentation seed; ``None`` = the ``seed_everything`` seed.
+        demo: When ``root`` holds no data, :meth:`prepare_data` writes the synthetic demo
+            dataset there (both layouts + ``<root>/tokenizer``, seed :data:`DEMO_SEED`, images
+            of ``image_size`` pixels), so a config runs from an empty folder.
+        demo_reports: Number of demo reports (the generator's default, 600: 468/60/72 split).
 
     Raises:
         ValueError: For an unknown ``layout`` or label name.
@@ -182,6 +237,9 @@ class OpenIDataModule(FusionDataModule):
         horizontal_flip: bool = False,
         cache_dir: str | None = None,
         drop_last: bool = False,
+        shuffle_seed: int | None = None,
+        demo: bool = False,
+        demo_reports: int = DEMO_REPORTS,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}.")
@@ -208,6 +266,7 @@ class OpenIDataModule(FusionDataModule):
             horizontal_flip=horizontal_flip,
             cache_dir=cache_dir,
             drop_last=drop_last,
+            shuffle_seed=shuffle_seed,
         )
         self.layout = layout
         self.views: list[str] | None = list(FRONTAL_VIEWS) if views is None else views
@@ -217,6 +276,10 @@ class OpenIDataModule(FusionDataModule):
         self.image_dir = Path(image_dir) if image_dir is not None else self.root / IMAGES_FOLDER
         self.strip_anonymization = strip_anonymization
         self.download = download
+        if demo and demo_reports < 3:
+            raise ValueError(f"demo_reports must be >= 3 (one per split); got {demo_reports}.")
+        self.demo = demo
+        self.demo_reports = demo_reports
 
     @property
     def resolved_layout(self) -> str:
@@ -227,10 +290,27 @@ class OpenIDataModule(FusionDataModule):
         """Name the root and layout for messages."""
         return f"OpenI data at {self.root} (layout {self.resolved_layout!r})"
 
+    def has_data(self) -> bool:
+        """Whether ``root`` holds data for ``layout`` (the CSV files and/or the reports)."""
+        csv_found = all((self.root / name).is_file() for name in MONAI_SPLIT_FILES.values())
+        if self.layout == "csv":
+            return csv_found
+        try:
+            resolve_reports_source(self.root)
+        except FileNotFoundError:
+            return csv_found and self.layout == "auto"
+        return True
+
     def prepare_data(self) -> None:
-        """Download the NLM release into ``root`` when ``download=True`` (rank zero only)."""
+        """Get the data once, on rank zero (Lightning calls this before :meth:`setup`).
+
+        ``download=True`` downloads the NLM release into ``root``; ``demo=True`` writes the demo
+        dataset into ``root`` when it holds no data (see :func:`write_demo_root`).
+        """
         if self.download:
             download_openi(self.root)
+        if self.demo and not self.has_data():
+            write_demo_root(self.root, n_reports=self.demo_reports, image_size=self.image_size)
 
     def load_samples(self) -> LoadedSamples:
         """Read the samples of the resolved layout.
@@ -321,9 +401,11 @@ class OpenIDataModule(FusionDataModule):
 
 
 __all__ = [
+    "DEMO_SEED",
     "LAYOUTS",
     "METADATA_FILE_NAMES",
     "OpenIDataModule",
     "detect_layout",
     "find_view_metadata",
+    "write_demo_root",
 ]

@@ -1,5 +1,7 @@
-"""Datasets: OpenI labels and MeSH mapping, raw-release parsing, report text, download,
-image I/O, CSV reading, the bad-input policy, the torch dataset and the synthetic demo data.
+"""Datasets: OpenI labels, parsing, report text, download, images, CSVs, demo data.
+
+OpenI labels and MeSH mapping, raw-release parsing, report text, download, image I/O, CSV
+reading, the bad-input policy, the torch dataset and the synthetic demo data.
 """
 
 from medllama_fusion.datasets.csv import CSVReadResult, read_samples_csv

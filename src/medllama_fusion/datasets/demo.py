@@ -55,6 +55,8 @@ DEMO_METADATA_FILE = "nlmcxr_dicom_metadata.csv"
 """View-position table written into the demo root (same columns as torchxrayvision's)."""
 
 DEMO_TOKENIZER_DIR = "tokenizer"
+DEMO_REPORTS = 600
+"""Default number of demo reports (468/60/72 train/validation/test)."""
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 PREVALENCE: dict[str, float] = {
@@ -536,7 +538,7 @@ def _write_png(array: np.ndarray, path: Path) -> None:
 
 def make_demo_dataset(
     root: str | Path,
-    n_reports: int = 600,
+    n_reports: int = DEMO_REPORTS,
     image_size: int = 64,
     seed: int = 0,
     layout: str = "both",
@@ -630,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--root", required=True, help="output folder")
-    parser.add_argument("--n-reports", type=int, default=600)
+    parser.add_argument("--n-reports", type=int, default=DEMO_REPORTS)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=("raw", "csv", "both"), default="both")
@@ -647,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 __all__ = [
     "DEMO_METADATA_FILE",
+    "DEMO_REPORTS",
     "DEMO_TOKENIZER_DIR",
     "PREVALENCE",
     "SPECIAL_TOKENS",

@@ -56,9 +56,10 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 @contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Run a block with a fixed CPU RNG seed without touching the global RNG state."""
-    with torch.random.fork_rng(devices=[]):
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block with a fixed RNG seed without touching the global RNG state."""
+    devices = [] if device.type != "cuda" else [device.index or torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
 
@@ -77,6 +78,10 @@ class BackboneConfig:
             quickstart). Initialisation is deterministic by ``init_seed`` regardless of the
             global RNG, so the frozen base can be rebuilt bit-identically.
         init_seed: Seed of the random initialisation (``config`` only).
+        init_device: Device the random base is built and initialised on (``config`` only):
+            ``"cpu"`` (default) or e.g. ``"cuda"``, which builds a LLaMA-2-7B-size base in
+            seconds. The random values depend on the device's generator, so a checkpoint of a
+            random-base model must be rebuilt with the same ``init_device``.
         num_text_layers: Number of pretrained decoder layers forming the text stack (paper: 3).
         dtype: ``"float32" | "bfloat16" | "float16"`` of the base (and compute dtype when
             quantized).
@@ -92,6 +97,7 @@ class BackboneConfig:
     gguf_file: str | None = None
     config: dict[str, Any] | None = None
     init_seed: int = 0
+    init_device: str = "cpu"
     num_text_layers: int = 3
     dtype: str = "float32"
     quantization: str | None = None
@@ -245,7 +251,10 @@ def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dt
             if type(child) is not nn.Linear:
                 continue
             device = child.weight.device
-            weight = child.weight.detach().to("cpu", torch.float32)
+            # 4-bit quantizes on whatever device `.to(device)` targets; 8-bit from CPU only.
+            weight = child.weight.detach()
+            if mode == "8bit":
+                weight = weight.to("cpu")
             new: nn.Module
             if mode == "4bit":
                 new = bnb.nn.Linear4bit(
@@ -340,7 +349,11 @@ class LlamaBackbone(nn.Module):
             raise self._layers_available_error(llama_config.num_hidden_layers, needed)
         if needed < 1 and llama_config.num_hidden_layers < 1:
             raise ValueError("BackboneConfig.config: num_hidden_layers must be >= 1.")
-        with _seeded(cfg.init_seed):
+        # Only the layers that are kept are built (a 7B-size base would otherwise cost
+        # 27 GB and minutes); values are a deterministic function of (config, seed, needed).
+        llama_config.num_hidden_layers = max(needed, 1)
+        device = torch.device(cfg.init_device)
+        with _seeded(cfg.init_seed, device), device:
             model = _RandomLlama(llama_config)
         model.to(self.dtype_)
         if cfg.quantization is not None:

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-GPU benchmark session: the three variants vs. the bare compiled stack at LLaMA-2-7B
+# dimensions, then the QLoRA memory run. Usage: bash benchmarks/gpu_run.sh OUT_DIR
+# (random weights; builds the bases on the GPU; ~8 minutes on one H200).
+set -uo pipefail
+out=${1:-bench-results}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt"
+python3 -c "import torch, transformers, peft, lightning; print(torch.__version__, \
+transformers.__version__, peft.__version__, lightning.__version__)" >> "$out/gpu.txt"
+cat "$out/gpu.txt"
+timeout "${SPEED_TIMEOUT:-330}" python3 benchmarks/train_speed.py --size 7b --compile \
+  --backbone-layers 12 --init-device cuda --warmup 4 --steps 10 \
+  --json "$out/speed.json" 2>&1 | grep -v "^trainable parameters" | tee "$out/speed.log"
+timeout "${QLORA_TIMEOUT:-150}" python3 benchmarks/train_speed.py --size 7b --qlora-only \
+  --backbone-layers 32 --init-device cuda --warmup 2 --steps 5 \
+  --json "$out/qlora.json" 2>&1 | grep -v "^trainable parameters" | tee "$out/qlora.log"
