@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,13 +19,18 @@ def test_presets_listed_and_found() -> None:
             assert f"paper/{variant}_r{r}" in names
     with pytest.raises(FileNotFoundError, match="quickstart"):
         preset_path("nope")
-    out = subprocess.run([sys.executable, "-m", "medllama_fusion.configs", "quickstart"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-m", "medllama_fusion.configs", "quickstart"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == str(preset_path("quickstart"))
 
 
-@pytest.mark.parametrize("name", ["quickstart", "paper/parallel_r2", "paper/serial_r4",
-                                  "paper/mixed_r8"])
+@pytest.mark.parametrize(
+    "name", ["quickstart", "paper/parallel_r2", "paper/serial_r4", "paper/mixed_r8"]
+)
 def test_print_config_parses_presets(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli_main(["fit", "--config", str(preset_path(name)), "--print_config"])
@@ -55,3 +61,30 @@ def test_paper_presets_differ_only_in_variant_and_rank() -> None:
             ref["model"]["init_args"]["fusion"]["init_args"]["lora"] = {}
             ref["trainer"]["default_root_dir"] = "X"
             assert cfg == ref
+
+
+def test_preset_names_resolve_in_config_arguments(tmp_path: Path) -> None:
+    from medllama_fusion.main import resolve_preset_configs
+
+    own = tmp_path / "quickstart"  # the user's own files pass through unchanged
+    own.write_text("seed_everything: 1\n")
+    argv = [
+        "fit",
+        "--config",
+        "quickstart",
+        "--config=paper/mixed_r2",
+        "-c",
+        str(own),
+        "--x",
+        "quickstart",
+    ]
+    assert resolve_preset_configs(argv) == [
+        "fit",
+        "--config",
+        str(preset_path("quickstart")),
+        f"--config={preset_path('paper/mixed_r2')}",
+        "-c",
+        str(own),
+        "--x",
+        "quickstart",
+    ]

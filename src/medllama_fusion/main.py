@@ -9,12 +9,16 @@ Shipped presets: ``python -m medllama_fusion.configs`` lists them.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from .callbacks import PredictionCSVWriter
+from .configs import list_presets, preset_path
 
-__all__ = ["FusionCLI", "cli_main", "main"]
+__all__ = ["FusionCLI", "cli_main", "main", "resolve_preset_configs"]
 
 
 class FusionCLI(LightningCLI):
@@ -25,6 +29,33 @@ class FusionCLI(LightningCLI):
         parser.link_arguments(
             "data.label_names", "model.init_args.label_names", apply_on="instantiate"
         )
+
+
+def resolve_preset_configs(argv: list[str]) -> list[str]:
+    """Replace ``--config NAME`` by the shipped preset's path when NAME is not a file.
+
+    ``medllama-fusion fit --config quickstart`` then runs the packaged quickstart preset and
+    ``--config paper/parallel_r2`` a paper preset; existing files are passed through unchanged.
+
+    Args:
+        argv: Command-line arguments without the program name.
+
+    Returns:
+        The arguments with preset names replaced by paths.
+    """
+    presets = set(list_presets())
+    out: list[str] = []
+    expect_value = False
+    for arg in argv:
+        if expect_value and not Path(arg).exists() and arg.removesuffix(".yaml") in presets:
+            arg = str(preset_path(arg))
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+            if not Path(value).exists() and value.removesuffix(".yaml") in presets:
+                arg = f"--config={preset_path(value)}"
+        expect_value = arg in ("--config", "-c")
+        out.append(arg)
+    return out
 
 
 def cli_main(args: ArgsType = None) -> FusionCLI:
@@ -39,6 +70,11 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
     import medllama_fusion.datamodules
     import medllama_fusion.models
     import medllama_fusion.trainers  # noqa: F401  (register the LightningModule subclasses)
+
+    if args is None:
+        args = sys.argv[1:]
+    if isinstance(args, list):
+        args = resolve_preset_configs(args)
 
     return FusionCLI(
         model_class=LightningModule,

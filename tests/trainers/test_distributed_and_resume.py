@@ -75,7 +75,7 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
             if progress.is_file() and "epoch 1 batch 3" in progress.read_text():
                 break
             assert proc.poll() is None, proc.stderr.read()[-4000:] if proc.stderr else ""
-            time.sleep(0.1)
+            time.sleep(0.05)
         else:
             pytest.fail("the run never reached epoch 1 batch 3")
         proc.send_signal(signal.SIGKILL)
@@ -83,11 +83,12 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
     finally:
         if proc.poll() is None:
             proc.kill()
+    n_train = len((demo_root / "train.csv").read_text().splitlines()) - 1
     (last,) = killed.rglob("last.ckpt")
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["global_step"] == 8
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
-        {"epoch": 1, "batches": 3, "seed": 0, "num_samples": 102}]
+        {"epoch": 1, "batches": 3, "seed": 0, "num_samples": n_train}]
 
     result = subprocess.run(
         _resume_cmd(demo_root, killed, *workers, "--ckpt_path", "last",
