@@ -1,0 +1,63 @@
+"""The speed benchmark runs end to end at tiny size on CPU (the GPU run uses the same code)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+
+
+@pytest.mark.slow
+def test_train_speed_tiny(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("train_speed", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["train_speed"] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "speed.json"
+    result = bench.main(
+        [
+            "--size",
+            "tiny",
+            "--variants",
+            "parallel",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--image-size",
+            "32",
+            "--patch-size",
+            "8",
+            "--text-len",
+            "16",
+            "--batch-size",
+            "4",
+            "--backbone-layers",
+            "12",
+            "--workers",
+            "0",
+            "--qlora",
+            "--qlora-blocks",
+            "12",
+            "--json",
+            str(out),
+        ]
+    )
+    rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows == {r["name"]: r for r in result["results"]}
+    # parallel: 3 text + 3 vision + 3 bidirectional cross layers (2 blocks each) = 12 blocks.
+    assert [r["blocks"] for r in result["results"]] == [12, 12, 12]
+    library, bare, qlora = result["results"]
+    assert library["name"].startswith("parallel") and bare["name"].startswith("bare")
+    for row in (library, bare, qlora):
+        assert row["samples_per_s"] > 0 and len(row["step_ms_all"]) == 2
+        assert row["tflops_per_step"] > 0 and row["trainable_params"] > 0
+    # The fusion model's blocks see 16 text or 16 image tokens; the bare stack sees all 32, so the
+    # bare stack does more FLOPs per step.
+    assert bare["tflops_per_step"] > library["tflops_per_step"]
