@@ -54,20 +54,21 @@ def _resume_cmd(root: Path, out: Path, *extra: str) -> list[str]:
 def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
                                                            tmp_path: Path) -> None:
     """SIGKILL in epoch 1 after a mid-epoch last.ckpt, resume with --ckpt_path last: same run."""
-    full = tmp_path / "full"
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    full.mkdir()
+    killed.mkdir()
     result = subprocess.run(_resume_cmd(demo_root, full), capture_output=True, text=True,
-                            env=ENV, timeout=300, cwd=tmp_path)
+                            env=ENV, timeout=300, cwd=full)
     assert result.returncode == 0, result.stderr[-4000:]
 
     # The interrupted run reads with 2 worker processes: batches must not depend on that.
-    killed = tmp_path / "killed"
     progress, resumed_progress = killed / "progress.txt", killed / "resumed.txt"
     workers = ("--data.init_args.num_workers", "2")
     proc = subprocess.Popen(
         _resume_cmd(demo_root, killed, *workers,
                     "--trainer.callbacks+=tests.trainers.helpers.Progress",
                     f"--trainer.callbacks.path={progress}", "--trainer.callbacks.delay=0.5"),
-        env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=ENV, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.time() + 240
     try:  # steps 2, 4, 6, 8 wrote last.ckpt; step 8 = epoch 1 batch 2 (5 batches per epoch)
@@ -84,7 +85,7 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
         if proc.poll() is None:
             proc.kill()
     n_train = len((demo_root / "train.csv").read_text().splitlines()) - 1
-    (last,) = killed.rglob("last.ckpt")
+    last = killed / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["global_step"] == 8
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
@@ -94,7 +95,7 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
         _resume_cmd(demo_root, killed, *workers, "--ckpt_path", "last",
                     "--trainer.callbacks+=tests.trainers.helpers.Progress",
                     f"--trainer.callbacks.path={resumed_progress}"),
-        capture_output=True, text=True, env=ENV, timeout=300, cwd=tmp_path)
+        capture_output=True, text=True, env=ENV, timeout=300, cwd=killed)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "not resumable" not in result.stderr
     assert resumed_progress.read_text().splitlines()[0] == "epoch 1 batch 3"  # really resumed

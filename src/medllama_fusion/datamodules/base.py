@@ -15,8 +15,11 @@ lists plus the problems found. :meth:`FusionDataModule.setup` then
 5. builds :class:`~medllama_fusion.datasets.fusion_dataset.FusionDataset` objects.
 
 The training loader is a :class:`~medllama_fusion.datamodules.loaders.ResumableDataLoader`:
-its order and augmentation are seeded by ``(shuffle_seed, epoch)`` and Lightning stores its
-position in checkpoints, so a checkpoint written mid-epoch resumes exactly.
+its order and augmentation are seeded by ``(shuffle_seed, epoch)``, and its position is saved in
+checkpoints as this data module's state (:meth:`FusionDataModule.state_dict`), so a checkpoint
+written mid-epoch resumes exactly. (Lightning's own loader-state restore is skipped when
+``configure_optimizers`` reads ``trainer.estimated_stepping_batches``, which builds the loader
+before the checkpoint's loop state is loaded; the data module state is restored before that.)
 :attr:`FusionDataModule.train_labels` gives the training labels ``[N, C]`` (for
 ``FusionClassifier(pos_weight="auto")``). DataLoaders pin memory when CUDA is available
 (``pin_memory=None``), keep workers alive between epochs (``persistent_workers`` when
@@ -195,6 +198,8 @@ class FusionDataModule(pl.LightningDataModule):
         self.samples: dict[str, list[FusionSample]] = {}
         self.datasets: dict[str, FusionDataset] = {}
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -419,7 +424,7 @@ class FusionDataModule(pl.LightningDataModule):
         dataset = self.datasets["train"]
         if len(dataset) == 0:
             rank_zero_warn(f"the train split of {self.source_description()} is empty.")
-        return ResumableDataLoader(
+        loader = ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=True,
@@ -431,6 +436,31 @@ class FusionDataModule(pl.LightningDataModule):
             prefetch_factor=self.prefetch_factor,
             collate_fn=self.collator(),
         )
+        self._train_loader = loader
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint state: the training loader's position (``{}`` before it exists)."""
+        if self._train_loader is None:
+            return {}
+        return {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training loader's position (now, or when the loader is built).
+
+        Args:
+            state_dict: A dict from :meth:`state_dict`.
+        """
+        state = state_dict.get("train_loader")
+        if state is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        else:
+            self._train_loader_state = dict(state)
 
     def val_dataloader(self) -> DataLoader[Any]:
         """Validation batches."""

@@ -1,8 +1,10 @@
 """A resumable training DataLoader: a checkpoint written mid-epoch resumes exactly.
 
 Lightning saves and restores a training loader's state when the loader has ``state_dict()`` /
-``load_state_dict()`` (the fit loop stores it under ``loops.fit_loop.state_dict.combined_loader``).
-:class:`ResumableDataLoader` provides both:
+``load_state_dict()`` (the fit loop stores it under ``loops.fit_loop.state_dict.combined_loader``;
+it skips the restore when the loader was built early for ``trainer.estimated_stepping_batches``,
+so :class:`~medllama_fusion.datamodules.base.FusionDataModule` also saves and restores it as the
+data module's state). :class:`ResumableDataLoader` provides both:
 
 - the epoch's order is a function of ``(seed, epoch)`` only (:class:`ResumableSampler`, a
   :class:`~torch.utils.data.distributed.DistributedSampler`, so Lightning keeps it under DDP and
