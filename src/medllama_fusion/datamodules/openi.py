@@ -13,10 +13,10 @@ Layouts (``layout``):
   looked up in this order: ``metadata_csv`` → ``<root>/nlmcxr_dicom_metadata.csv[.gz]`` (the demo
   writes one) → the table shipped in the ``torchxrayvision`` wheel, if installed (found with
   ``importlib.util.find_spec``, never imported); blank view positions are filled from
-  ``nlmcxr_tsne_pa.csv.gz`` when it sits next to the table (as in the wheel; 3664 of the 3955
-  reports then have a frontal image). **Fallback:** with no table at all (a warning says so), or
-  with ``views=[]``, every report uses its first listed image(s); on the real data the first
-  image is frontal for most but not all reports. Reports without an image of
+  ``nlmcxr_tsne_pa.csv.gz`` when it sits next to the table (as in the wheel; 3664 of the 3927
+  non-empty reports then have a frontal image). **Fallback:** with no table at all (a warning
+  says so), or with ``views=[]``, every report uses its first listed image(s); on the real data
+  the first image is frontal for most but not all reports. Reports without an image of
   the wanted views are reported (warning, ``datamodule.problems``, kind ``no_frontal_image``) but
   never raise. Split: seeded by report id (``split_sizes``, ``split_seed``), so all images of a
   report stay in one split.

@@ -116,7 +116,10 @@ def group_problems(problems: Iterable[DataProblem]) -> dict[str, list[DataProble
 
 
 def format_problems(
-    problems: Sequence[DataProblem], source: str = "input data", max_per_kind: int | None = None
+    problems: Sequence[DataProblem],
+    source: str = "input data",
+    max_per_kind: int | None = None,
+    closing: str | None = "Fix the data, or pass bad_input='skip' to drop the affected samples.",
 ) -> str:
     """Render problems as a multi-line message grouped by kind, with a fix hint per kind.
 
@@ -124,6 +127,7 @@ def format_problems(
         problems: Problems to render.
         source: What was checked (e.g. the data root), named in the first line.
         max_per_kind: Show at most this many items per kind (``None``: all).
+        closing: Last line (what to do), or ``None`` for none.
 
     Returns:
         The message.
@@ -136,7 +140,8 @@ def format_problems(
         lines.extend(f"    {problem}" for problem in shown)
         if len(shown) < len(items):
             lines.append(f"    ... and {len(items) - len(shown)} more")
-    lines.append("Fix the data, or pass bad_input='skip' to drop the affected samples.")
+    if closing:
+        lines.append(closing)
     return "\n".join(lines)
 
 
@@ -170,7 +175,7 @@ def apply_bad_input_policy(
         raise DataProblemError(problems, source=source)
     drop = {problem.sample_id for problem in problems if problem.sample_id is not None}
     message = f"bad_input='skip': dropping {len(drop)} sample(s) because of " + format_problems(
-        problems, source=source, max_per_kind=20
+        problems, source=source, max_per_kind=20, closing=None
     )
     logger.warning(message)
     rank_zero_warn(message)

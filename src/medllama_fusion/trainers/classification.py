@@ -181,6 +181,7 @@ class FusionClassifier(LightningModule):
         self._recent_batches: list[tuple[int, list[str]]] = []
         self._compiled = False
         self._last_val: tuple[Tensor | None, Tensor | None, Tensor] | None = None
+        self._last_val_epoch = 0
 
     # ------------------------------------------------------------------ setup / optimisation
     def setup(self, stage: str) -> None:
@@ -318,6 +319,7 @@ class FusionClassifier(LightningModule):
         if not self.trainer.sanity_checking:
             self._last_val = (self.val_auroc.gathered_preds, self.val_auroc.gathered_target,
                               per_class)
+            self._last_val_epoch = self.current_epoch
         self.val_auroc.reset()
 
     def on_fit_end(self) -> None:
@@ -328,8 +330,8 @@ class FusionClassifier(LightningModule):
         preds, target, per_class = last
         report = auroc_report(preds, target, self.label_names, per_class=per_class,
                               num_resamples=0)
-        print(f"\nFinal validation AUROC ({len(target)} examples, epoch "
-              f"{self.current_epoch}):\n{format_markdown_table(report)}\n", flush=True)
+        print(f"\nFinal validation AUROC ({len(target)} examples, after epoch "
+              f"{self._last_val_epoch + 1}):\n{format_markdown_table(report)}\n", flush=True)
 
     def on_test_epoch_end(self) -> None:
         """Log test AUROC, then build, print and save the table with bootstrap intervals."""
