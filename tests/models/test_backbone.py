@@ -152,9 +152,27 @@ def test_smollm2_gguf_backbone(as_file: bool) -> None:
         num_labels=3,
     ).train()
     assert model.backbone.hidden_size == 576
-    assert model.backbone.loading_report["num_layers"] == 3
+    report = model.backbone.loading_report
+    assert report["num_layers"] == 3
+    # Every kept tensor (embeddings + 9 per decoder layer) equals the GGUF's de-quantized tensor.
+    assert report["verified"] == "gguf" and report["tensors_compared"] == 1 + 9 * 3
     weight = model.backbone.layers[0].self_attn.q_proj.base_layer.weight
     assert weight.std() > 0.05  # pretrained, not N(0, 0.02) init
+    if as_file:  # the comparison catches a tensor that did not arrive
+        from medllama_fusion.models.backbone import _verify_against_gguf
+
+        problems = _verify_against_gguf(
+            {
+                "model.layers.0.self_attn.q_proj.weight": weight + 1e-3,
+                "model.layers.0.extra.weight": weight,
+            },
+            gguf,
+            model.backbone.llama_config,
+        )
+        assert problems == [
+            f"model.layers.0.self_attn.q_proj.weight: values differ from {gguf.name}",
+            f"model.layers.0.extra.weight: not found in {gguf.name} (left at random init)",
+        ]
     batch = make_batch(2, 5, image=16)
     batch["input_ids"] = batch["input_ids"] % 1000
     out = model(**batch).logits

@@ -15,6 +15,7 @@ kept, non-quantized tensor is compared bit-for-bit with the file. Any discrepanc
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -232,6 +233,29 @@ def _verify_against_safetensors(
     return problems
 
 
+def _verify_against_gguf(
+    module_tensors: dict[str, Tensor], path: Path, config: PretrainedConfig
+) -> list[str]:
+    """Compare kept tensors with the GGUF file's tensors as transformers de-quantizes them."""
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    with torch.device("meta"):  # only names and shapes are needed for the GGUF → HF name map
+        shell = AutoModelForCausalLM.from_config(copy.deepcopy(config))
+    stored = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=shell)["tensors"]
+    problems: list[str] = []
+    for name, loaded in module_tensors.items():
+        if name not in stored:
+            problems.append(f"{name}: not found in {path.name} (left at random init)")
+            continue
+        ref = torch.as_tensor(stored[name])
+        if tuple(ref.shape) != tuple(loaded.shape):
+            shapes = f"{tuple(ref.shape)} in {path.name}, {tuple(loaded.shape)} in the model"
+            problems.append(f"{name}: shape {shapes}")
+        elif not torch.equal(ref.to(loaded.dtype), loaded.detach().cpu()):
+            problems.append(f"{name}: values differ from {path.name}")
+    return problems
+
+
 def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dtype) -> int:
     """Replace every ``nn.Linear`` inside ``module`` by a frozen bitsandbytes layer.
 
@@ -418,7 +442,11 @@ class LlamaBackbone(nn.Module):
         problems += [str(m) for m in info.get("error_msgs", ())]
         files: list[Path] = []
         compared = 0
-        if not problems and gguf_file is None and Path(pretrained).is_dir():
+        if not problems and gguf_file is not None and Path(source).is_file():
+            kept = {n: t for n, t in model.state_dict().items() if n.startswith(prefixes)}
+            problems = _verify_against_gguf(kept, Path(source), llama_config)
+            files, compared = [Path(source)], len(kept)
+        elif not problems and gguf_file is None and Path(pretrained).is_dir():
             files = _safetensors_files(Path(pretrained))
             if files:
                 tensors = {
@@ -456,7 +484,7 @@ class LlamaBackbone(nn.Module):
             for layer in model.model.layers[:needed]:
                 quantize_linear_layers(layer, cfg.quantization, self.dtype_)
         self.loading_report.update(
-            verified="safetensors" if files else "loading-info",
+            verified=("gguf" if gguf_file else "safetensors") if files else "loading-info",
             files=[str(f) for f in files],
             tensors_compared=compared,
             num_layers=needed,
