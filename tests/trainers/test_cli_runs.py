@@ -104,8 +104,13 @@ def test_bf16_mixed_on_cpu(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> 
     assert math.isfinite(float(cli.trainer.callback_metrics["train/loss"]))
 
 
+@pytest.mark.parametrize(("interval", "taken"), [
+    (1, "the optimizer step was not taken"),
+    (3, r"1 optimizer step\(s\) after it were already taken"),
+])
 def test_nonfinite_loss_stops_training(demo_root: Path, tiny_conf: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                      monkeypatch: pytest.MonkeyPatch, interval: int,
+                                      taken: str) -> None:
     original = FusionClassifier.forward
 
     def poisoned(self: FusionClassifier, batch: dict) -> torch.Tensor:
@@ -115,8 +120,9 @@ def test_nonfinite_loss_stops_training(demo_root: Path, tiny_conf: Path, tmp_pat
         return logits
 
     monkeypatch.setattr(FusionClassifier, "forward", poisoned)
-    with pytest.raises(FloatingPointError, match=r"global step 1 .*batch_idx 1, ids \['"):
-        _fit(tiny_conf, demo_root, tmp_path)
+    with pytest.raises(FloatingPointError, match=rf"global step 1 .*batch_idx 1, ids \[.*{taken}"):
+        _fit(tiny_conf, demo_root, tmp_path,
+             "--model.init_args.nonfinite_check_interval", str(interval))
 
 
 def test_compile_flag_compiles_blocks(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> None:

@@ -277,11 +277,17 @@ class FusionClassifier(LightningModule):
         if bool(flags.any()):  # the one host sync, every `nonfinite_check_interval` steps
             first = int(flags.nonzero()[0, 0])
             batch_idx, ids = batches[first]
+            applied = len(flags) - 1 - first  # updates already taken after the bad loss
+            taken = (
+                "the optimizer step was not taken"
+                if applied == 0
+                else f"{applied} optimizer step(s) after it were already taken "
+                "(nonfinite_check_interval > 1)"
+            )
             raise FloatingPointError(
-                f"non-finite training loss at global step {self.global_step} (epoch "
-                f"{self.current_epoch}, batch_idx {batch_idx}, ids {ids[:20]}); the optimizer "
-                "step was not taken. Lower the learning rate, use bf16-mixed instead of "
-                "16-mixed, or check these inputs."
+                f"non-finite training loss at global step {self.global_step - applied} (epoch "
+                f"{self.current_epoch}, batch_idx {batch_idx}, ids {ids[:20]}); {taken}. Lower "
+                "the learning rate, use bf16-mixed instead of 16-mixed, or check these inputs."
             )
 
     def _eval_step(self, batch: dict[str, Any], metric: DefinedMultilabelAUROC, stage: str) -> None:
