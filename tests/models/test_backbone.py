@@ -33,6 +33,9 @@ def test_pretrained_load_is_proven(saved_llama: tuple[Path, LlamaForCausalLM]) -
             assert torch.equal(tensor, ref.model.layers[i].state_dict()[name]), (i, name)
     assert not hasattr(backbone, "lm_head") and not hasattr(backbone, "norm")
     assert not any(p.requires_grad for p in backbone.parameters())
+    # from_pretrained hands back eval mode; the backbone keeps the usual train-mode default
+    assert all(m.training for m in backbone.modules())
+    assert all(m.training for layer in extra for m in layer.modules())
 
 
 @pytest.mark.parametrize("damage", ["remove", "reshape"])

@@ -478,6 +478,7 @@ class LlamaBackbone(nn.Module):
                 f"({len(problems)} problem(s)):\n  {shown}{more}\n"
                 "Re-download or re-save the checkpoint, or point `pretrained` at the right one."
             )
+        model.train()  # from_pretrained returns eval mode; keep every module's mode uniform
         if not use_bnb_config:
             model.to(self.dtype_)
         if cfg.quantization is not None and not use_bnb_config:
