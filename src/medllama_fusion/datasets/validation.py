@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from lightning.pytorch.utilities import rank_zero_warn
 
+from medllama_fusion.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 BAD_INPUT_POLICIES: tuple[str, ...] = ("error", "skip")
@@ -71,7 +73,7 @@ class DataProblem:
         return f"{self.item}: {self.detail}" if self.detail else self.item
 
 
-class DataProblemError(ValueError):
+class DataProblemError(InputError):
     """Raised under ``bad_input="error"``; lists all problems grouped by kind.
 
     Attributes:
