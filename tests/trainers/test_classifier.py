@@ -152,6 +152,19 @@ def test_resume_with_more_epochs_rebuilds_the_schedule(tmp_path: Path) -> None:
     assert resumed.lrs[4] == pytest.approx(expected)
     assert resumed.lrs[5] < resumed.lrs[4] and resumed.lrs[7] > 0
 
+    # a checkpoint of an earlier version (lengths in the scheduler state) is extended the same way
+    legacy = tmp_path / "legacy.ckpt"
+    del state["fusion_classifier"]["schedule_total_steps"]
+    del state["fusion_classifier"]["schedule_warmup_steps"]
+    state["lr_schedulers"][0]["lr_lambdas"] = [{"warmup_steps": 1, "total_steps": 4}]
+    torch.save(state, legacy)
+    again = _LearningRates()
+    with pytest.warns(UserWarning, match=r"planned for 4 steps"):
+        _trainer(tmp_path, max_epochs=4, callbacks=[again], limit_val_batches=0).fit(
+            _model(warmup_steps=1), datamodule=dm, ckpt_path=str(legacy)
+        )
+    assert again.lrs[4] == pytest.approx(expected)
+
 
 def test_test_writes_report_and_prints_where(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

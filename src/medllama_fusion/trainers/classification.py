@@ -83,8 +83,7 @@ def _plot_roc(preds: Tensor, target: Tensor, report: AUROCReport, path: Path) ->
         roc.plot(
             (fpr, tpr, thresholds),
             ax=ax,
-            score=torch.tensor([report.auroc[c] for c in defined]),
-            labels=[report.label_names[c] for c in defined],
+            labels=[f"{report.label_names[c]} ({report.auroc[c]:.3f})" for c in defined],
         )
         styles: tuple[Any, ...] = ("-", "--", "-.", ":")
         for i, line in enumerate(ax.get_lines()):
@@ -94,7 +93,7 @@ def _plot_roc(preds: Tensor, target: Tensor, report: AUROCReport, path: Path) ->
     ax.set(
         xlabel="false positive rate",
         ylabel="true positive rate",
-        title=f"ROC, mean AUROC {report.mean:.4f}",
+        title=f"ROC, macro mean AUROC {report.mean:.4f} ({sum(report.in_mean)} classes)",
     )
     ax.legend(fontsize=6, loc="lower right")
     fig.savefig(path, dpi=120)
@@ -247,15 +246,18 @@ class FusionClassifier(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         try:
             labels = getattr(datamodule, "train_labels", None)
-        except InputError:
+        except (ValueError, KeyError):
             if stage == "fit":
                 raise
             labels = None  # evaluation may still get the weights from a checkpoint
+        if labels is not None and len(labels) == 0:
+            labels = None  # no training split: the weights would all be 0
         if labels is None:
             if stage == "fit":
                 raise InputError(
-                    "pos_weight='auto' needs the datamodule to expose `train_labels` (a [N, C] "
-                    "tensor of training labels); pass pos_weight as a list of floats instead."
+                    "pos_weight='auto' needs the datamodule to expose `train_labels` (a non-empty "
+                    "[N, C] tensor of training labels); pass pos_weight as a list of floats "
+                    "instead."
                 )
             return
         labels = torch.as_tensor(labels, dtype=torch.float32)
@@ -584,6 +586,14 @@ class FusionClassifier(LightningModule):
                 int(extra["schedule_warmup_steps"]),
                 int(extra["schedule_total_steps"]),
             )
+        else:  # checkpoints of earlier versions stored the schedule's lengths in its state
+            for state in checkpoint.get("lr_schedulers") or []:
+                for stored_fn in state.get("lr_lambdas") or []:
+                    if isinstance(stored_fn, dict) and "total_steps" in stored_fn:
+                        self._loaded_schedule = (
+                            int(stored_fn.get("warmup_steps", 0)),
+                            int(stored_fn["total_steps"]),
+                        )
 
     def load_state_dict(  # type: ignore[override]
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
