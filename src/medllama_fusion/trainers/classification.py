@@ -324,7 +324,7 @@ class FusionClassifier(LightningModule):
         }
 
     def on_train_start(self) -> None:
-        """Continue a resumed run whose length changed on the schedule rebuilt for the new length.
+        """After resuming with another run length, continue on the schedule of the new length.
 
         The default schedule's multiplier is a function of ``(step, warmup, total)`` and the
         checkpoint stores only the step, so resuming with a larger ``max_epochs``/``max_steps``
