@@ -1,22 +1,92 @@
-"""Run by test_ddp: fit/validate on 2 CPU processes (gloo) and write the logged val AUROC."""
+"""Run by the DDP tests on 1 or 2 CPU processes (gloo).
+
+``ddp_script.py CONF ROOT OUT DEVICES``: ``validate`` through the CLI, logged metrics to
+``OUT/metrics.json``.
+
+``ddp_script.py contract OUT DEVICES``: validate and test a seeded tiny model on odd-sized sets
+whose batches carry ``index``/``group_index``, validate once more without them, then (with 2
+processes) ``fit`` a few steps; rank 0 writes ``OUT/contract.json`` and every rank its trainable
+weights to ``OUT/weights_rank<r>.pt``.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
+from pathlib import Path
 
-from medllama_fusion.main import cli_main
 
-if __name__ == "__main__":
-    conf, root, out, devices = sys.argv[1:5]
-    cli = cli_main([
-        "validate", "--config", conf, "--data.init_args.root", root,
-        "--trainer.default_root_dir", out, "--trainer.devices", devices,
-        "--trainer.strategy", "ddp" if devices != "1" else "auto",
-        "--trainer.limit_val_batches", "1.0", "--data.init_args.batch_size", "5",
-    ])
+def cli_validate(conf: str, root: str, out: str, devices: str) -> None:
+    from medllama_fusion.main import cli_main
+
+    cli = cli_main(
+        [
+            "validate", "--config", conf, "--data.init_args.root", root,
+            "--trainer.default_root_dir", out, "--trainer.devices", devices,
+            "--trainer.strategy", "ddp" if devices != "1" else "auto",
+            "--trainer.limit_val_batches", "1.0", "--data.init_args.batch_size", "5",
+        ]
+    )  # fmt: skip
     if cli.trainer.is_global_zero:
         metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
         metrics["n_val"] = len(cli.datamodule.datasets["val"])
         with open(f"{out}/metrics.json", "w") as handle:
             json.dump(metrics, handle)
+
+
+def contract(out: Path, devices: int) -> None:
+    import torch
+    from lightning.pytorch import Trainer, seed_everything
+
+    from medllama_fusion.trainers import FusionClassifier
+    from tests.trainers.helpers import ContractDataModule, tiny_fusion
+
+    seed_everything(0)
+    model = FusionClassifier(
+        tiny_fusion(), label_names=["a", "b", "c"], bootstrap_resamples=200, min_positives=2,
+        plot_roc=False, report_dir=str(out / f"report{devices}"), pos_weight="auto",
+    )  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, max_steps=3, deterministic=True,
+    )  # fmt: skip
+    dm = ContractDataModule(n_train=16, n_val=23, n_test=23, batch_size=4)
+    val = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    n_val = len(model._last_val[0])  # type: ignore[index]
+    trainer.test(model, datamodule=dm, verbose=False)
+    report = model.test_report
+    assert report is not None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(model, datamodule=ContractDataModule(with_index=False), verbose=False)
+    n_val_without_index = len(model._last_val[0])  # type: ignore[index]
+    warned = any("have no `index`" in str(w.message) for w in caught)
+    rank = trainer.global_rank
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    if devices > 1:
+        trainer.fit(model, datamodule=dm)
+    after = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save({"before": before, "after": after}, out / f"weights_rank{rank}.pt")
+    if trainer.is_global_zero:
+        result = {
+            "val": {k: float(v) for k, v in val.items()},
+            "n_val": n_val,
+            "n_val_without_index": n_val_without_index,
+            "warned_without_index": warned,
+            "test": {
+                "auroc": report.auroc, "ci_low": report.ci_low, "ci_high": report.ci_high,
+                "mean": report.mean, "mean_ci": list(report.mean_ci),
+                "num_clusters": report.num_clusters, "positives": report.positives,
+            },
+            "global_step": trainer.global_step,
+        }  # fmt: skip
+        (out / f"contract{devices}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "contract":
+        contract(Path(sys.argv[2]), int(sys.argv[3]))
+    else:
+        cli_validate(*sys.argv[1:5])

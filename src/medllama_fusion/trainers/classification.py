@@ -2,9 +2,12 @@
 
 :class:`FusionClassifier` wraps any :class:`~medllama_fusion.models.FusionModel` (selected by
 ``class_path`` in YAML) with the paper's training recipe: BCE-with-logits, AdamW (lr 1e-4, weight
-decay 1e-5, fused kernels on CUDA) and a per-step linear-warmup + cosine schedule. Validation and
-test report exact multilabel AUROC (macro mean and per class, named by label); test adds positive
-counts, seeded percentile-bootstrap intervals, ROC curves and a CSV/Markdown table in the log dir.
+decay 1e-5, fused kernels on CUDA) and a per-step linear-warmup + cosine schedule (transformers'
+``get_cosine_with_min_lr_schedule_with_warmup``). Validation and test report exact multilabel
+AUROC (macro mean and per class, named by label) and the loss over the evaluated set, counting
+every sample once under distributed evaluation (rows are de-duplicated by their dataset
+``index``); test adds positive counts, seeded report-clustered bootstrap intervals, ROC curves and
+a CSV/Markdown table in the log dir.
 
 Checkpoints hold only the adapter state (LoRA weights, new layers, head): the frozen backbone is
 rebuilt from the hyperparameters (``BackboneConfig``) when loading, and exactly the adapter keys
@@ -22,13 +25,20 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..metrics import AUROCReport, DefinedMultilabelAUROC, auroc_report, format_markdown_table
+from ..errors import InputError
+from ..metrics import (
+    DEFAULT_MIN_POSITIVES,
+    AUROCReport,
+    DefinedMultilabelAUROC,
+    auroc_report,
+    format_markdown_table,
+)
 from ..models import FusionModel
 from .schedules import warmup_cosine_schedule
 
@@ -38,6 +48,8 @@ OptimizerCallable = Callable[[Iterable[nn.Parameter]], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler]
 
 _PREFIX = "fusion."
+_CKPT_KEY = "fusion_classifier"
+"""Checkpoint entry with the ``pos_weight`` and the default schedule's length."""
 
 
 def _given_hparams() -> dict[str, Any] | None:
@@ -51,22 +63,38 @@ def _given_hparams() -> dict[str, Any] | None:
 
 
 def _plot_roc(preds: Tensor, target: Tensor, report: AUROCReport, path: Path) -> None:
-    """Write one ROC curve per defined class to ``path`` (PNG, matplotlib Agg backend)."""
+    """Write the ROC curve of every defined class to ``path`` (torchmetrics ``MultilabelROC``).
+
+    Colours come from the 20-colour ``tab20`` map and line styles cycle, so 14 classes stay
+    distinguishable.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from torchmetrics.functional.classification import binary_roc
+    from torchmetrics.classification import MultilabelROC
 
+    defined = [c for c, value in enumerate(report.auroc) if not math.isnan(value)]
     fig, ax = plt.subplots(figsize=(7, 7))
-    for c, name in enumerate(report.label_names):
-        if math.isnan(report.auroc[c]):
-            continue
-        fpr, tpr, _ = binary_roc(preds[:, c].float().cpu(), target[:, c].long().cpu())
-        ax.plot(fpr.numpy(), tpr.numpy(), label=f"{name} ({report.auroc[c]:.3f})", lw=1)
-    ax.plot([0, 1], [0, 1], "k--", lw=0.5)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate",
-           title=f"ROC, mean AUROC {report.mean:.4f}")
+    if defined:
+        roc = MultilabelROC(num_labels=len(defined))
+        fpr, tpr, thresholds = roc(preds[:, defined].float().cpu(), target[:, defined].long().cpu())
+        ax.set_prop_cycle(color=[plt.get_cmap("tab20")(i % 20) for i in range(len(defined))])
+        roc.plot(
+            (fpr, tpr, thresholds),
+            ax=ax,
+            labels=[f"{report.label_names[c]} ({report.auroc[c]:.3f})" for c in defined],
+        )
+        styles: tuple[Any, ...] = ("-", "--", "-.", ":")
+        for i, line in enumerate(ax.get_lines()):
+            line.set_linestyle(styles[i % len(styles)])
+            line.set_linewidth(1.2)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=(0, (1, 3)), lw=0.8)
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC, macro mean AUROC {report.mean:.4f} ({sum(report.in_mean)} classes)",
+    )
     ax.legend(fontsize=6, loc="lower right")
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -83,15 +111,19 @@ class FusionClassifier(LightningModule):
         lr: AdamW learning rate of the default optimizer (paper: 1e-4).
         weight_decay: AdamW weight decay of the default optimizer (paper: 1e-5).
         warmup_steps: Warmup of the default schedule: optimizer steps (int >= 1) or a fraction of
-            the run's total steps (float in [0, 1)).
-        min_lr_ratio: Final learning rate of the cosine decay as a fraction of ``lr``.
+            the run's total steps (float in [0, 1)). The learning rate rises linearly from 0.
+        min_lr_ratio: Final learning rate of the cosine decay as a fraction of ``lr``. A run
+            resumed with a longer ``max_epochs``/``max_steps`` rebuilds the schedule for the
+            new total (with a warning) instead of continuing at the end-of-run rate.
         optimizer: Optional optimizer factory (LightningCLI ``OptimizerCallable``, e.g.
             ``class_path: torch.optim.SGD``); replaces the default AdamW.
         lr_scheduler: Optional scheduler factory (``LRSchedulerCallable``); replaces the default
             warmup + cosine schedule and is stepped every ``lr_scheduler_interval``.
         lr_scheduler_interval: ``"step"`` or ``"epoch"`` for a custom ``lr_scheduler``.
         pos_weight: BCE positive-class weights: one float per label, or ``"auto"`` for
-            ``negatives / positives`` from the datamodule's ``train_labels`` tensor ``[N, C]``.
+            ``negatives / positives`` from the datamodule's ``train_labels`` tensor ``[N, C]``,
+            computed for every stage (fit, validate, test) and stored in the checkpoint; a
+            checkpoint's stored weights take precedence, so evaluation reuses the training ones.
         compile: Compile the fusion model's transformer blocks with :func:`torch.compile`.
         compile_modules: Class names of the blocks to compile when ``compile`` is set.
         compile_backend: ``torch.compile`` backend (``"inductor"``; ``"eager"`` for debugging).
@@ -100,7 +132,10 @@ class FusionClassifier(LightningModule):
         bootstrap_resamples: Test-time bootstrap resamples for the intervals (0 disables them).
         bootstrap_seed: Seed of the bootstrap resampling.
         confidence: Confidence level of the test intervals.
-        min_positives: Classes with fewer positives (or negatives) in the test set get no interval.
+        min_positives: Fewest positives and negatives a class needs in the test set for an
+            interval and for the test macro mean (default 10, see
+            :data:`~medllama_fusion.metrics.DEFAULT_MIN_POSITIVES`); the others are reported with
+            a note and never averaged in.
         report_dir: Folder for the test table and ROC plot; defaults to the trainer's log dir.
         plot_roc: Write ``roc_curves.png`` at test time.
     """
@@ -126,7 +161,7 @@ class FusionClassifier(LightningModule):
         bootstrap_resamples: int = 1000,
         bootstrap_seed: int = 0,
         confidence: float = 0.95,
-        min_positives: int = 2,
+        min_positives: int = DEFAULT_MIN_POSITIVES,
         report_dir: str | None = None,
         plot_roc: bool = True,
     ) -> None:
@@ -135,8 +170,11 @@ class FusionClassifier(LightningModule):
         # fusion's class_path), which rebuilds everything on load; a fusion object built in Python
         # is not serialisable, so it is left out and must be passed to load_from_checkpoint.
         cli_hparams = _given_hparams()
-        ignore = ["optimizer", "lr_scheduler"] if cli_hparams else ["fusion", "optimizer",
-                                                                    "lr_scheduler"]
+        ignore = (
+            ["optimizer", "lr_scheduler"]
+            if cli_hparams
+            else ["fusion", "optimizer", "lr_scheduler"]
+        )
         self.save_hyperparameters(ignore=ignore)
         if lr_scheduler_interval not in ("step", "epoch"):
             raise ValueError(
@@ -161,17 +199,24 @@ class FusionClassifier(LightningModule):
         self.label_names = list(label_names)
         num_labels = len(label_names)
         if isinstance(pos_weight, str) and pos_weight != "auto":
-            raise ValueError(f"pos_weight must be a list of floats, 'auto' or None, got "
-                             f"{pos_weight!r}.")
+            raise ValueError(
+                f"pos_weight must be a list of floats, 'auto' or None, got {pos_weight!r}."
+            )
         if isinstance(pos_weight, list) and len(pos_weight) != num_labels:
             raise ValueError(
                 f"pos_weight has {len(pos_weight)} values but there are {num_labels} labels; "
                 "give one weight per label."
             )
-        initial = torch.tensor(pos_weight, dtype=torch.float32) if isinstance(
-            pos_weight, list) else torch.ones(num_labels)
+        initial = (
+            torch.tensor(pos_weight, dtype=torch.float32)
+            if isinstance(pos_weight, list)
+            else torch.ones(num_labels)
+        )
         self.register_buffer("pos_weight", initial, persistent=False)
         self.pos_weight_mode = pos_weight
+        self._pos_weight_ready = not isinstance(pos_weight, str)
+        self._schedule_steps: tuple[int, int] | None = None  # (warmup, total) of this run
+        self._loaded_schedule: tuple[int, int] | None = None  # from the resumed checkpoint
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.val_auroc = DefinedMultilabelAUROC(num_labels, self.label_names)
@@ -186,18 +231,8 @@ class FusionClassifier(LightningModule):
     # ------------------------------------------------------------------ setup / optimisation
     def setup(self, stage: str) -> None:
         """Compute ``pos_weight='auto'`` from the training labels and compile blocks if asked."""
-        if self.pos_weight_mode == "auto" and stage == "fit":
-            datamodule = getattr(self.trainer, "datamodule", None)
-            labels = getattr(datamodule, "train_labels", None)
-            if labels is None:
-                raise ValueError(
-                    "pos_weight='auto' needs the datamodule to expose `train_labels` (a [N, C] "
-                    "tensor of training labels); pass pos_weight as a list of floats instead."
-                )
-            labels = torch.as_tensor(labels, dtype=torch.float32)
-            positives = labels.sum(0)
-            weight = (labels.shape[0] - positives) / positives.clamp(min=1.0)
-            self.pos_weight.copy_(weight.to(self.pos_weight.device))
+        if self.pos_weight_mode == "auto":
+            self._auto_pos_weight(stage)
         if self.hparams.get("compile", False) and not self._compiled:
             names = set(self.hparams.get("compile_modules", ()))
             backend = self.hparams.get("compile_backend", "inductor")
@@ -205,6 +240,48 @@ class FusionClassifier(LightningModule):
                 if type(module).__name__ in names:
                     module.compile(backend=backend)
             self._compiled = True
+
+    def _auto_pos_weight(self, stage: str) -> None:
+        """``negatives / positives`` per class from the datamodule's ``train_labels``."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        try:
+            labels = getattr(datamodule, "train_labels", None)
+        except (ValueError, KeyError):
+            if stage == "fit":
+                raise
+            labels = None  # evaluation may still get the weights from a checkpoint
+        if labels is not None and len(labels) == 0:
+            labels = None  # no training split: the weights would all be 0
+        if labels is None:
+            if stage == "fit":
+                raise InputError(
+                    "pos_weight='auto' needs the datamodule to expose `train_labels` (a non-empty "
+                    "[N, C] tensor of training labels); pass pos_weight as a list of floats "
+                    "instead."
+                )
+            return
+        labels = torch.as_tensor(labels, dtype=torch.float32)
+        positives = labels.sum(0)
+        weight = (labels.shape[0] - positives) / positives.clamp(min=1.0)
+        self.pos_weight.copy_(weight.to(self.pos_weight.device))
+        self._pos_weight_ready = True
+
+    def _require_pos_weight(self) -> None:
+        if not self._pos_weight_ready:
+            raise InputError(
+                "pos_weight='auto' has no weights for this evaluation: the datamodule exposes no "
+                "`train_labels` and no checkpoint with stored weights was loaded. Pass "
+                "--ckpt_path of a run trained with pos_weight='auto', a datamodule with a "
+                "training split, or pos_weight as a list of floats."
+            )
+
+    def on_validation_start(self) -> None:
+        """Fail early when ``pos_weight='auto'`` could not be resolved."""
+        self._require_pos_weight()
+
+    def on_test_start(self) -> None:
+        """Fail early when ``pos_weight='auto'`` could not be resolved."""
+        self._require_pos_weight()
 
     def configure_optimizers(self) -> Any:
         """AdamW + warmup/cosine per step by default; the given factories otherwise."""
@@ -218,7 +295,9 @@ class FusionClassifier(LightningModule):
             optimizer = self.optimizer_factory(params)
         else:
             optimizer = torch.optim.AdamW(
-                params, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"],
+                params,
+                lr=self.hparams["lr"],
+                weight_decay=self.hparams["weight_decay"],
                 fused=self.device.type == "cuda",
             )
         if self.scheduler_factory is not None:
@@ -227,27 +306,71 @@ class FusionClassifier(LightningModule):
         else:
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total):
-                raise ValueError(
+                raise InputError(
                     "the default warmup+cosine schedule needs a finite run length; set "
                     "trainer.max_epochs or trainer.max_steps."
                 )
             total = max(1, int(total))
             warmup = self.hparams["warmup_steps"]
             warmup = int(warmup * total) if isinstance(warmup, float) else min(int(warmup), total)
-            scheduler = warmup_cosine_schedule(optimizer, warmup, total,
-                                               self.hparams["min_lr_ratio"])
+            scheduler = warmup_cosine_schedule(
+                optimizer, warmup, total, self.hparams["min_lr_ratio"]
+            )
+            self._schedule_steps = (warmup, total)
             interval = "step"
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+        }
+
+    def on_train_start(self) -> None:
+        """After resuming with another run length, continue on the schedule of the new length.
+
+        The default schedule's multiplier is a function of ``(step, warmup, total)`` and the
+        checkpoint stores only the step, so resuming with a larger ``max_epochs``/``max_steps``
+        follows the schedule of the new total; the optimizer's restored learning rate (the old
+        schedule's, 0 at the end of a finished run) is replaced by the new schedule's value.
+        """
+        loaded, current = self._loaded_schedule, self._schedule_steps
+        self._loaded_schedule = None
+        if loaded is None or current is None or loaded[1] == current[1]:
+            return
+        configs = self.trainer.lr_scheduler_configs
+        if not configs:
+            return
+        scheduler = configs[0].scheduler
+        step = int(getattr(scheduler, "last_epoch", self.global_step))
+        factors = [fn(step) for fn in getattr(scheduler, "lr_lambdas", [])]
+        base_lrs = getattr(scheduler, "base_lrs", [])
+        optimizer = self.trainer.optimizers[0]
+        for group, base, factor in zip(optimizer.param_groups, base_lrs, factors, strict=False):
+            group["lr"] = base * factor
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
+        rank_zero_warn(
+            f"resuming at optimizer step {step} with a different run length: the checkpoint's "
+            f"warmup+cosine schedule was planned for {loaded[1]} steps (warmup {loaded[0]}), "
+            f"this run has {current[1]} (warmup {current[0]}). The schedule is rebuilt for "
+            f"{current[1]} steps and continues at lr {optimizer.param_groups[0]['lr']:.3g} (the "
+            f"rate the new schedule has at step {step}).",
+            category=UserWarning,
+        )
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: Mapping[str, Any]) -> Tensor:
-        """Return the logits ``[B, C]`` for a batch (either modality may be missing)."""
-        return self.fusion(
-            input_ids=batch.get("input_ids"),
-            attention_mask=batch.get("attention_mask"),
-            pixel_values=batch.get("pixel_values"),
-        ).logits
+        """Return the logits ``[B, C]`` for a batch (either modality may be missing).
+
+        ``text_present`` / ``image_present`` (per-sample presence masks) are passed to the
+        fusion model when the batch has them.
+        """
+        inputs: dict[str, Any] = {
+            "input_ids": batch.get("input_ids"),
+            "attention_mask": batch.get("attention_mask"),
+            "pixel_values": batch.get("pixel_values"),
+        }
+        for key in ("text_present", "image_present"):
+            if batch.get(key) is not None:
+                inputs[key] = batch[key]
+        return self.fusion(**inputs).logits  # type: ignore[no-any-return]
 
     def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return nn.functional.binary_cross_entropy_with_logits(
@@ -263,8 +386,14 @@ class FusionClassifier(LightningModule):
         loss = self._loss(self(batch), batch["labels"])
         self._nonfinite.append(~torch.isfinite(loss.detach()))
         self._recent_batches.append((batch_idx, list(batch.get("ids", []))))
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
-                 batch_size=self._batch_size(batch))
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=False,
+            prog_bar=True,
+            batch_size=self._batch_size(batch),
+        )
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
@@ -290,41 +419,62 @@ class FusionClassifier(LightningModule):
                 "the learning rate, use bf16-mixed instead of 16-mixed, or check these inputs."
             )
 
-    def _eval_step(self, batch: dict[str, Any], metric: DefinedMultilabelAUROC, stage: str) -> None:
-        logits = self(batch)
-        labels = batch["labels"]
-        self.log(f"{stage}/loss", self._loss(logits, labels), on_step=False, on_epoch=True,
-                 sync_dist=True, batch_size=self._batch_size(batch))
-        metric.update(torch.sigmoid(logits.float()), labels.long())
+    def _eval_step(self, batch: dict[str, Any], metric: DefinedMultilabelAUROC) -> None:
+        logits = self(batch).float()
+        labels = batch["labels"].float()
+        row_loss = nn.functional.binary_cross_entropy_with_logits(
+            logits, labels, pos_weight=self.pos_weight, reduction="none"
+        ).mean(dim=1)
+        metric.update(
+            torch.sigmoid(logits),
+            labels.long(),
+            index=batch.get("index"),
+            group_index=batch.get("group_index"),
+            row_loss=row_loss,
+        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Accumulate validation loss and AUROC state on device."""
-        self._eval_step(batch, self.val_auroc, "val")
+        """Accumulate scores, labels, row losses and row/report indices on device."""
+        self._eval_step(batch, self.val_auroc)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Accumulate test loss and AUROC state on device."""
-        self._eval_step(batch, self.test_auroc, "test")
+        """Accumulate scores, labels, row losses and row/report indices on device."""
+        self._eval_step(batch, self.test_auroc)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int,
-                     dataloader_idx: int = 0) -> dict[str, Any]:
-        """Return ``{"ids": [...], "probs": Tensor[B, C]}`` for the prediction writer."""
-        return {"ids": list(batch.get("ids", [])), "probs": torch.sigmoid(self(batch).float())}
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        """Return ``{"ids": [...], "probs": Tensor[B, C]}`` (plus ``index`` when the batch has it).
 
-    def _log_auroc(self, stage: str, per_class: Tensor) -> Tensor:
-        defined = ~torch.isnan(per_class)
-        mean = per_class[defined].mean() if bool(defined.any()) else per_class.new_tensor(math.nan)
-        self.log(f"{stage}/auroc", mean, sync_dist=False)
+        Lightning shards prediction sets without repeating samples, so each id appears once.
+        """
+        out = {"ids": list(batch.get("ids", [])), "probs": torch.sigmoid(self(batch).float())}
+        if batch.get("index") is not None:
+            out["index"] = batch["index"]
+        return out
+
+    def _log_eval(
+        self, stage: str, metric: DefinedMultilabelAUROC, per_class: Tensor, mean: Tensor
+    ) -> None:
+        """Log values computed from the gathered, de-duplicated rows (identical on all ranks)."""
+        if metric.gathered_loss is not None:
+            self.log(f"{stage}/loss", metric.gathered_loss.float(), sync_dist=False)
+        self.log(f"{stage}/auroc", mean.float(), sync_dist=False)
         for name, value in zip(self.label_names, per_class, strict=False):
             self.log(f"{stage}/auroc/{name}", value, sync_dist=False)
-        return mean
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/auroc`` (macro mean over defined classes) and ``val/auroc/<label>``."""
+        """Log ``val/loss``, ``val/auroc`` (mean over defined classes), ``val/auroc/<label>``."""
         per_class = self.val_auroc.compute()
-        self._log_auroc("val", per_class)
+        defined = ~torch.isnan(per_class)
+        mean = per_class[defined].mean() if bool(defined.any()) else per_class.new_tensor(math.nan)
+        self._log_eval("val", self.val_auroc, per_class, mean)
         if not self.trainer.sanity_checking:
-            self._last_val = (self.val_auroc.gathered_preds, self.val_auroc.gathered_target,
-                              per_class)
+            self._last_val = (
+                self.val_auroc.gathered_preds,
+                self.val_auroc.gathered_target,
+                per_class,
+            )
             self._last_val_epoch = self.current_epoch
         self.val_auroc.reset()
 
@@ -334,23 +484,39 @@ class FusionClassifier(LightningModule):
         if last is None or not self.trainer.is_global_zero:
             return
         preds, target, per_class = last
-        report = auroc_report(preds, target, self.label_names, per_class=per_class,
-                              num_resamples=0)
-        print(f"\nFinal validation AUROC ({len(target)} examples, after epoch "
-              f"{self._last_val_epoch + 1}):\n{format_markdown_table(report)}\n", flush=True)
-
-    def on_test_epoch_end(self) -> None:
-        """Log test AUROC, then build, print and save the table with bootstrap intervals."""
-        per_class = self.test_auroc.compute()
-        self._log_auroc("test", per_class)
-        preds, target = self.test_auroc.gathered_preds, self.test_auroc.gathered_target
-        self.test_auroc.reset()
         assert preds is not None and target is not None
         report = auroc_report(
-            preds, target, self.label_names, per_class=per_class,
-            num_resamples=self.hparams["bootstrap_resamples"], seed=self.hparams["bootstrap_seed"],
-            confidence=self.hparams["confidence"], min_positives=self.hparams["min_positives"],
+            preds, target, self.label_names, per_class=per_class, num_resamples=0, min_positives=1
         )
+        print(
+            f"\nFinal validation AUROC ({len(target)} examples, after epoch "
+            f"{self._last_val_epoch + 1}):\n{format_markdown_table(report)}\n",
+            flush=True,
+        )
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics, then build, print and save the table with bootstrap intervals.
+
+        ``test/auroc`` is the table's macro mean: over the classes with at least
+        ``min_positives`` positives and negatives.
+        """
+        metric = self.test_auroc
+        per_class = metric.compute()
+        preds, target = metric.gathered_preds, metric.gathered_target
+        assert preds is not None and target is not None
+        report = auroc_report(
+            preds,
+            target,
+            self.label_names,
+            per_class=per_class,
+            groups=metric.gathered_groups,
+            num_resamples=self.hparams["bootstrap_resamples"],
+            seed=self.hparams["bootstrap_seed"],
+            confidence=self.hparams["confidence"],
+            min_positives=self.hparams["min_positives"],
+        )
+        self._log_eval("test", metric, per_class, torch.tensor(report.mean))
+        metric.reset()
         self.test_report = report
         for name, count in zip(self.label_names, report.positives, strict=False):
             self.log(f"test/positives/{name}", float(count), sync_dist=False)
@@ -362,14 +528,18 @@ class FusionClassifier(LightningModule):
         if out is None:
             return
         out.mkdir(parents=True, exist_ok=True)
-        (out / "test_auroc.md").write_text(table + "\n")
-        with open(out / "test_auroc.csv", "w", newline="") as handle:
+        written = [out / "test_auroc.md", out / "test_auroc.csv"]
+        written[0].write_text(table + "\n")
+        with open(written[1], "w", newline="") as handle:
             rows = report.rows()
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         if self.hparams["plot_roc"]:
-            _plot_roc(preds, target, report, out / "roc_curves.png")
+            written.append(out / "roc_curves.png")
+            _plot_roc(preds, target, report, written[-1])
+        names = ", ".join(path.name for path in written)
+        print(f"Test report files ({names}) written to {out.resolve()}", flush=True)
 
     def _report_dir(self) -> Path | None:
         if self.hparams["report_dir"]:
@@ -384,8 +554,46 @@ class FusionClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Replace the full state dict with the adapter state (the frozen base is not written)."""
-        checkpoint["state_dict"] = {k: v.detach().cpu() if v.is_cuda else v.detach()
-                                    for k, v in self.adapter_state_dict().items()}
+        checkpoint["state_dict"] = {
+            k: v.detach().cpu() if v.is_cuda else v.detach()
+            for k, v in self.adapter_state_dict().items()
+        }
+        extra: dict[str, Any] = {"pos_weight": self.pos_weight.detach().cpu().clone()}
+        if self._schedule_steps is not None:
+            extra["schedule_warmup_steps"], extra["schedule_total_steps"] = self._schedule_steps
+        checkpoint[_CKPT_KEY] = extra
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the stored ``pos_weight`` (``"auto"`` mode) and the schedule's planned length."""
+        extra = checkpoint.get(_CKPT_KEY) or {}
+        stored = extra.get("pos_weight")
+        if self.pos_weight_mode == "auto" and stored is not None:
+            stored = torch.as_tensor(stored, dtype=torch.float32)
+            if stored.shape != self.pos_weight.shape:
+                raise InputError(
+                    f"the checkpoint's pos_weight has {stored.numel()} values but this model has "
+                    f"{self.pos_weight.numel()} labels; load it with the labels it was trained on."
+                )
+            if self._pos_weight_ready and not torch.allclose(stored, self.pos_weight.cpu()):
+                rank_zero_info(
+                    "pos_weight='auto': using the checkpoint's weights (computed on the training "
+                    "split it was trained on) instead of the ones from this datamodule."
+                )
+            self.pos_weight.copy_(stored.to(self.pos_weight.device))
+            self._pos_weight_ready = True
+        if "schedule_total_steps" in extra:
+            self._loaded_schedule = (
+                int(extra["schedule_warmup_steps"]),
+                int(extra["schedule_total_steps"]),
+            )
+        else:  # checkpoints of earlier versions stored the schedule's lengths in its state
+            for state in checkpoint.get("lr_schedulers") or []:
+                for stored_fn in state.get("lr_lambdas") or []:
+                    if isinstance(stored_fn, dict) and "total_steps" in stored_fn:
+                        self._loaded_schedule = (
+                            int(stored_fn.get("warmup_steps", 0)),
+                            int(stored_fn["total_steps"]),
+                        )
 
     def load_state_dict(  # type: ignore[override]
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
@@ -409,9 +617,7 @@ class FusionClassifier(LightningModule):
                 f"({len(unexpected)}). Load it with the same fusion class and settings "
                 "(LoRA r/targets, layers, labels) it was trained with."
             )
-        self.fusion.load_adapter_state_dict(
-            {k[len(_PREFIX):]: v for k, v in state_dict.items()}
-        )
+        self.fusion.load_adapter_state_dict({k[len(_PREFIX) :]: v for k, v in state_dict.items()})
         return _IncompatibleKeys([], [])
 
     def on_fit_start(self) -> None:
