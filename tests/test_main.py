@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lightning.pytorch import LightningDataModule
 from torch._utils import ExceptionWrapper
 
 from medllama_fusion.configs import list_presets, preset_path
@@ -193,3 +194,32 @@ def test_main_prints_input_errors_and_debug_env_reraises(
     monkeypatch.delenv(DEBUG_ENV)
     with pytest.raises(ZeroDivisionError):  # a bug is never hidden
         main([])
+
+
+class BrokenData(LightningDataModule):
+    """A data module whose constructor rejects its input (for the CLI error path)."""
+
+    def __init__(self, csv_path: str = "train.csv") -> None:
+        super().__init__()
+        raise InputError(f"{csv_path} line 2: label 'yes' is not 0/1; write 0 or 1.")
+
+
+def test_main_reports_input_error_raised_while_instantiating(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """jsonargparse wraps a constructor's error in its own ValueError; the message still shows."""
+    config = yaml.safe_load((Path(__file__).parent / "conf" / "tiny.yaml").read_text())
+    config["data"] = {
+        "class_path": f"{__name__}.BrokenData",
+        "init_args": {"csv_path": "my.csv"},
+    }
+    config["trainer"]["default_root_dir"] = str(tmp_path)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "medllama-fusion: error: my.csv line 2: label 'yes' is not 0/1" in err
+    assert "Traceback" not in err and "Union subtypes" not in err
