@@ -2,13 +2,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
+from lightning.pytorch import LightningDataModule
+from torch._utils import ExceptionWrapper
 
 from medllama_fusion.configs import list_presets, preset_path
-from medllama_fusion.main import cli_main
+from medllama_fusion.datasets import DataProblem, DataProblemError
+from medllama_fusion.errors import InputError
+from medllama_fusion.main import DEBUG_ENV, cli_main, main, user_error_message
 
 
 def test_presets_listed_and_found() -> None:
@@ -88,3 +93,133 @@ def test_preset_names_resolve_in_config_arguments(tmp_path: Path) -> None:
         "--x",
         "quickstart",
     ]
+
+
+def test_help_prints_no_args_warning() -> None:
+    """The console command reads sys.argv itself: LightningCLI's "args and argv" warning is gone."""
+    result = subprocess.run(
+        [sys.executable, "-m", "medllama_fusion", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fit" in result.stdout
+    assert "args parameter" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_preset_names_resolve_from_sys_argv(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["medllama-fusion", "fit", "--config", "quickstart", "--print_config"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as exc:
+            cli_main()
+    assert exc.value.code == 0
+    assert not [w for w in caught if "args parameter" in str(w.message)]
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["trainer"]["default_root_dir"] == "outputs/quickstart"
+    assert sys.argv == argv  # restored
+
+
+def _reraised_from_worker(error: BaseException) -> BaseException:
+    """Raise ``error`` the way a DataLoader worker's exception reaches the main process."""
+    try:
+        try:
+            raise error
+        except BaseException:
+            ExceptionWrapper(where="in DataLoader worker process 0").reraise()
+    except BaseException as reraised:
+        return reraised
+    raise AssertionError("not re-raised")
+
+
+def test_user_error_messages() -> None:
+    assert user_error_message(InputError("bad column 'x' in a.csv")) == "bad column 'x' in a.csv"
+    problem = DataProblem("invalid_label", "train.csv line 3 (CXR3)", "value 'yes'", "CXR3")
+    assert "train.csv line 3 (CXR3)" in (user_error_message(DataProblemError([problem])) or "")
+    missing = FileNotFoundError(2, "No such file or directory", "data/openi/train.csv")
+    assert user_error_message(missing) == "No such file or directory: data/openi/train.csv"
+    assert user_error_message(FileNotFoundError("Checkpoint file not found: x.ckpt")) == (
+        "Checkpoint file not found: x.ckpt"
+    )
+    try:
+        try:
+            raise InputError("image a.png of id A is truncated")
+        except InputError as cause:
+            raise RuntimeError("wrapped") from cause
+    except RuntimeError as wrapped:
+        assert user_error_message(wrapped) == "image a.png of id A is truncated"
+    assert user_error_message(ValueError("a bug")) is None
+    assert user_error_message(KeyError("a bug")) is None
+
+
+def test_user_error_messages_from_dataloader_workers() -> None:
+    """Worker exceptions come back with the worker traceback as text; the message is read back."""
+    plain = _reraised_from_worker(InputError("cannot decode images/a.png (id a)"))
+    assert "Traceback" in str(plain)
+    assert user_error_message(plain) == "cannot decode images/a.png (id a)"
+    problem = DataProblem("corrupt_image", "images/b.png", "truncated", "b")
+    grouped = _reraised_from_worker(DataProblemError([problem], source="data"))
+    assert type(grouped) is RuntimeError  # cannot be rebuilt from a string
+    message = user_error_message(grouped) or ""
+    assert message.startswith("1 problem(s) in data:") and "images/b.png" in message
+    assert "Traceback" not in message
+    assert user_error_message(_reraised_from_worker(ValueError("a bug"))) is None
+
+
+def test_main_prints_input_errors_and_debug_env_reraises(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.yaml"
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+
+    def broken(args: object = None) -> None:
+        raise FileNotFoundError(2, "No such file or directory", str(missing))
+
+    monkeypatch.setattr("medllama_fusion.main.cli_main", broken)
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"medllama-fusion: error: No such file or directory: {missing}\n")
+    assert "Traceback" not in err
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(FileNotFoundError):
+        main([])
+    monkeypatch.setattr("medllama_fusion.main.cli_main", lambda args=None: 1 / 0)
+    monkeypatch.delenv(DEBUG_ENV)
+    with pytest.raises(ZeroDivisionError):  # a bug is never hidden
+        main([])
+
+
+class BrokenData(LightningDataModule):
+    """A data module whose constructor rejects its input (for the CLI error path)."""
+
+    def __init__(self, csv_path: str = "train.csv") -> None:
+        super().__init__()
+        raise InputError(f"{csv_path} line 2: label 'yes' is not 0/1; write 0 or 1.")
+
+
+def test_main_reports_input_error_raised_while_instantiating(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """jsonargparse wraps a constructor's error in its own ValueError; the message still shows."""
+    config = yaml.safe_load((Path(__file__).parent / "conf" / "tiny.yaml").read_text())
+    config["data"] = {
+        "class_path": f"{__name__}.BrokenData",
+        "init_args": {"csv_path": "my.csv"},
+    }
+    config["trainer"]["default_root_dir"] = str(tmp_path)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "medllama-fusion: error: my.csv line 2: label 'yes' is not 0/1" in err
+    assert "Traceback" not in err and "Union subtypes" not in err

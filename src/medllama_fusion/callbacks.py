@@ -21,7 +21,8 @@ class PredictionCSVWriter(BasePredictionWriter):
     """Write per-label probabilities with example ids to a CSV at the end of ``predict``.
 
     Columns: ``id`` then one column per label name of the module (``label_<i>`` if it has none).
-    With several processes each rank writes ``<stem>.rank<r>.csv``.
+    With several processes each rank writes ``<stem>.rank<r>.csv``. Each process prints the path
+    of the file it wrote.
 
     Args:
         path: Output file; defaults to ``<log_dir>/predictions.csv``.
@@ -33,8 +34,11 @@ class PredictionCSVWriter(BasePredictionWriter):
         self.written: Path | None = None
 
     def _target(self, trainer: Trainer) -> Path:
-        base = Path(self.path) if self.path else Path(
-            trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
+        base = (
+            Path(self.path)
+            if self.path
+            else Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
+        )
         if trainer.world_size > 1:
             base = base.with_name(f"{base.stem}.rank{trainer.global_rank}{base.suffix}")
         return base
@@ -65,6 +69,7 @@ class PredictionCSVWriter(BasePredictionWriter):
                 for example_id, row in zip(ids, probs.tolist(), strict=False):
                     writer.writerow([example_id, *(f"{p:.6f}" for p in row)])
         self.written = path
+        print(f"medllama-fusion: predictions written to {path.resolve()}", flush=True)
 
 
 def batch_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
@@ -104,8 +109,11 @@ class EpochSeed(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Reseed all generators (and dataloader workers) for this epoch."""
-        seed_everything(self.seed + 1000 * trainer.current_epoch + trainer.global_rank,
-                        workers=True, verbose=False)
+        seed_everything(
+            self.seed + 1000 * trainer.current_epoch + trainer.global_rank,
+            workers=True,
+            verbose=False,
+        )
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from medllama_fusion.datasets import DataProblemError
+from medllama_fusion.main import DEBUG_ENV
 from medllama_fusion.main import cli_main as main
+from medllama_fusion.main import main as run_cli
 from medllama_fusion.trainers import FusionClassifier
 
 from .conftest import CONF, cli_args
@@ -28,8 +32,13 @@ def _fit(conf: Path, root: Path, out: Path, *extra: str):
 
 
 @pytest.mark.parametrize("variant", ["ParallelFusion", "SerialFusion", "MixedFusion"])
-def test_fit_test_predict(variant: str, demo_root: Path, tiny_conf: Path, tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_fit_test_predict(
+    variant: str,
+    demo_root: Path,
+    tiny_conf: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     cli = _fit(tiny_conf, demo_root, tmp_path, "--model.init_args.fusion.class_path", variant)
     model = cli.model
     assert type(model.fusion).__name__ == variant
@@ -40,24 +49,53 @@ def test_fit_test_predict(variant: str, demo_root: Path, tiny_conf: Path, tmp_pa
     defined = [v for v in per_class if not math.isnan(v)]
     assert float(metrics["val/auroc"]) == pytest.approx(sum(defined) / len(defined), abs=1e-6)
     ckpt = _ckpts(tmp_path)[-1]
+    assert ckpt.parent == tmp_path / "checkpoints"  # the stable folder --ckpt_path last reads
+    assert f"checkpoints in {ckpt.parent.resolve()}\n" in capsys.readouterr().out
 
     test_out = tmp_path / "test"
-    cli = main(cli_args("test", tiny_conf, demo_root, test_out, "--ckpt_path", str(ckpt),
-                        "--model.init_args.fusion.class_path", variant,
-                        "--trainer.limit_test_batches", "3"))
+    cli = main(
+        cli_args(
+            "test",
+            tiny_conf,
+            demo_root,
+            test_out,
+            "--ckpt_path",
+            str(ckpt),
+            "--model.init_args.fusion.class_path",
+            variant,
+            "--trainer.limit_test_batches",
+            "3",
+        )
+    )
     report = cli.model.test_report
     assert report is not None and len(report.positives) == 14
     assert sum(report.positives) > 0
     printed = capsys.readouterr().out
     assert "| mean |" in printed and "Cardiomegaly" in printed
     for name in ("test_auroc.csv", "test_auroc.md", "roc_curves.png"):
-        assert list(test_out.rglob(name)), name
+        (written,) = list(test_out.rglob(name))
+        assert f"logs and results in {written.parent.resolve()}\n" in printed, name
+    assert printed.count("logs and results in") == 1
 
     pred_out = tmp_path / "predict"
-    main(cli_args("predict", tiny_conf, demo_root, pred_out, "--ckpt_path", str(ckpt),
-                  "--model.init_args.fusion.class_path", variant,
-                  "--trainer.limit_predict_batches", "2"))
+    main(
+        cli_args(
+            "predict",
+            tiny_conf,
+            demo_root,
+            pred_out,
+            "--ckpt_path",
+            str(ckpt),
+            "--model.init_args.fusion.class_path",
+            variant,
+            "--trainer.limit_predict_batches",
+            "2",
+        )
+    )
     (csv_path,) = list(pred_out.rglob("predictions.csv"))
+    printed = capsys.readouterr().out
+    assert f"predictions written to {csv_path.resolve()}\n" in printed
+    assert f"logs and results in {csv_path.parent.resolve()}\n" in printed
     with open(csv_path) as handle:
         rows = list(csv.reader(handle))
     assert rows[0][0] == "id" and rows[0][1:] == cli.datamodule.label_names
@@ -66,8 +104,9 @@ def test_fit_test_predict(variant: str, demo_root: Path, tiny_conf: Path, tmp_pa
     assert all(0.0 <= p <= 1.0 for p in probs)
 
 
-def test_checkpoint_is_adapter_only_and_reloads(demo_root: Path, tiny_conf: Path,
-                                               tmp_path: Path) -> None:
+def test_checkpoint_is_adapter_only_and_reloads(
+    demo_root: Path, tiny_conf: Path, tmp_path: Path
+) -> None:
     cli = _fit(tiny_conf, demo_root, tmp_path)
     model: FusionClassifier = cli.model
     ckpt = _ckpts(tmp_path)[-1]
@@ -98,19 +137,34 @@ def test_checkpoint_is_adapter_only_and_reloads(demo_root: Path, tiny_conf: Path
 
 
 def test_bf16_mixed_on_cpu(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> None:
-    cli = _fit(tiny_conf, demo_root, tmp_path, "--trainer.precision", "bf16-mixed",
-               "--trainer.limit_train_batches", "2")
+    cli = _fit(
+        tiny_conf,
+        demo_root,
+        tmp_path,
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.limit_train_batches",
+        "2",
+    )
     assert cli.trainer.precision == "bf16-mixed"
     assert math.isfinite(float(cli.trainer.callback_metrics["train/loss"]))
 
 
-@pytest.mark.parametrize(("interval", "taken"), [
-    (1, "the optimizer step was not taken"),
-    (3, r"1 optimizer step\(s\) after it were already taken"),
-])
-def test_nonfinite_loss_stops_training(demo_root: Path, tiny_conf: Path, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch, interval: int,
-                                      taken: str) -> None:
+@pytest.mark.parametrize(
+    ("interval", "taken"),
+    [
+        (1, "the optimizer step was not taken"),
+        (3, r"1 optimizer step\(s\) after it were already taken"),
+    ],
+)
+def test_nonfinite_loss_stops_training(
+    demo_root: Path,
+    tiny_conf: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    interval: int,
+    taken: str,
+) -> None:
     original = FusionClassifier.forward
 
     def poisoned(self: FusionClassifier, batch: dict) -> torch.Tensor:
@@ -121,28 +175,52 @@ def test_nonfinite_loss_stops_training(demo_root: Path, tiny_conf: Path, tmp_pat
 
     monkeypatch.setattr(FusionClassifier, "forward", poisoned)
     with pytest.raises(FloatingPointError, match=rf"global step 1 .*batch_idx 1, ids \[.*{taken}"):
-        _fit(tiny_conf, demo_root, tmp_path,
-             "--model.init_args.nonfinite_check_interval", str(interval))
+        _fit(
+            tiny_conf,
+            demo_root,
+            tmp_path,
+            "--model.init_args.nonfinite_check_interval",
+            str(interval),
+        )
 
 
 def test_compile_flag_compiles_blocks(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> None:
-    cli = _fit(tiny_conf, demo_root, tmp_path, "--model.init_args.compile", "true",
-               "--model.init_args.compile_backend", "eager", "--trainer.limit_train_batches", "1",
-               "--trainer.limit_val_batches", "1")
+    cli = _fit(
+        tiny_conf,
+        demo_root,
+        tmp_path,
+        "--model.init_args.compile",
+        "true",
+        "--model.init_args.compile_backend",
+        "eager",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+    )
     compiled = [m for m in cli.model.fusion.modules() if getattr(m, "_compiled_call_impl", None)]
     assert compiled
     assert _ckpts(tmp_path)
 
 
-def test_custom_fusion_by_dotted_path(demo_root: Path, tiny_conf: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_custom_fusion_by_dotted_path(
+    demo_root: Path, tiny_conf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     example = REPO / "examples" / "custom_fusion.py"
     if not example.is_file():
         pytest.fail("examples/custom_fusion.py (GatedFusion) is missing")
     monkeypatch.syspath_prepend(str(example.parent))
-    cli = _fit(tiny_conf, demo_root, tmp_path,
-               "--model.init_args.fusion.class_path", "custom_fusion.GatedFusion",
-               "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1")
+    cli = _fit(
+        tiny_conf,
+        demo_root,
+        tmp_path,
+        "--model.init_args.fusion.class_path",
+        "custom_fusion.GatedFusion",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+    )
     assert type(cli.model.fusion).__name__ == "GatedFusion"
 
 
@@ -151,27 +229,59 @@ def test_console_script(demo_root: Path, tiny_conf: Path, tmp_path: Path) -> Non
     exe = shutil.which("medllama-fusion") or str(Path(sys.executable).parent / "medllama-fusion")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     result = subprocess.run(
-        [exe, *cli_args("fit", tiny_conf, demo_root, tmp_path, "--trainer.limit_train_batches",
-                        "1", "--trainer.limit_val_batches", "1")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            exe,
+            *cli_args(
+                "fit",
+                tiny_conf,
+                demo_root,
+                tmp_path,
+                "--trainer.limit_train_batches",
+                "1",
+                "--trainer.limit_val_batches",
+                "1",
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert _ckpts(tmp_path)
     # rerun into the same directory: the saved config is overwritten, not an error
     result = subprocess.run(
-        [sys.executable, "-m", "medllama_fusion",
-         *cli_args("validate", tiny_conf, demo_root, tmp_path,
-                   "--trainer.limit_val_batches", "1")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "medllama_fusion",
+            *cli_args(
+                "validate", tiny_conf, demo_root, tmp_path, "--trainer.limit_val_batches", "1"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert CONF.is_dir()
 
 
-def test_pos_weight_auto_is_negatives_over_positives(demo_root: Path, tiny_conf: Path,
-                                                     tmp_path: Path) -> None:
-    cli = _fit(tiny_conf, demo_root, tmp_path, "--model.init_args.pos_weight", "auto",
-               "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1")
+def test_pos_weight_auto_is_negatives_over_positives(
+    demo_root: Path, tiny_conf: Path, tmp_path: Path
+) -> None:
+    cli = _fit(
+        tiny_conf,
+        demo_root,
+        tmp_path,
+        "--model.init_args.pos_weight",
+        "auto",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+    )
     assert cli.trainer.state.finished and cli.trainer.global_step == 2
     with open(demo_root / "train.csv") as handle:  # counted from the file, not the data module
         rows = list(csv.DictReader(handle))
@@ -184,3 +294,92 @@ def test_pos_weight_auto_is_negatives_over_positives(demo_root: Path, tiny_conf:
     assert labels.shape == (len(rows), 14) and labels.dtype == torch.float32
     assert torch.allclose(cli.model.pos_weight, expected)
     assert not torch.allclose(cli.model.pos_weight, torch.ones(14))
+
+
+MONAI_LABELS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged-Cardiomediastinum",
+    "Fracture",
+    "Lung-Lesion",
+    "Lung-Opacity",
+    "No-Finding",
+    "Pleural-Effusion",
+    "Pleural_Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support-Devices",
+]
+
+
+@pytest.fixture
+def broken_monai_root(tmp_path: Path) -> tuple[Path, str]:
+    """The MONAI TransCheX layout written by hand (``id`` = image file name, image at
+    ``images/<id>``), with one image file missing from ``train.csv``. Returns (root, missing id).
+    """
+    root = tmp_path / "openi"
+    (root / "images").mkdir(parents=True)
+    missing = "CXR3_1_IM-0003-2001.png"
+    for split in ("train", "validation", "test"):
+        lines = ["id,report," + ",".join(MONAI_LABELS)]
+        for i in range(1, 5):
+            image_id = f"CXR{i}_1_IM-000{i}-{1000 * (i % 2 + 1) + 1}.png"
+            labels = ["1" if j == i else "0" for j in range(len(MONAI_LABELS))]
+            lines.append(f'{image_id},"Findings: case {i}. Heart size normal.",' + ",".join(labels))
+            if not (split == "train" and image_id == missing):
+                Image.new("L", (32, 32), color=40 * i).save(root / "images" / image_id)
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return root, missing
+
+
+def _broken_args(root: Path, demo_root: Path, tiny_conf: Path, out: Path) -> list[str]:
+    return cli_args(
+        "fit",
+        tiny_conf,
+        root,
+        out,
+        "--data.init_args.bad_input",
+        "error",
+        "--data.init_args.tokenizer",
+        str(demo_root / "tokenizer"),
+    )
+
+
+def test_cli_reports_data_problem_without_traceback(
+    broken_monai_root: tuple[Path, str], demo_root: Path, tiny_conf: Path, tmp_path: Path
+) -> None:
+    root, missing = broken_monai_root
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"))
+    env.pop(DEBUG_ENV, None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medllama_fusion",
+            *_broken_args(root, demo_root, tiny_conf, tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    message = result.stderr[result.stderr.index("medllama-fusion: error: ") :]
+    assert missing in message and "missing_image" in message
+    assert DEBUG_ENV in message  # says how to see the traceback
+
+
+def test_debug_env_reraises_data_problem(
+    broken_monai_root: tuple[Path, str],
+    demo_root: Path,
+    tiny_conf: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, missing = broken_monai_root
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(DataProblemError, match=missing):
+        run_cli(_broken_args(root, demo_root, tiny_conf, tmp_path / "out"))

@@ -16,7 +16,14 @@ from .conftest import CONF, cli_args
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+# The checkout's src/ first (so subprocesses import this copy of the package), then the repository
+# root (for the test-only callbacks in tests.trainers.helpers).
+ENV = dict(
+    os.environ,
+    HF_HUB_OFFLINE="1",
+    PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+    OMP_NUM_THREADS="1",
+)
 
 
 def _metrics(tmp: Path, devices: str, root: Path) -> dict[str, float]:
@@ -118,3 +125,109 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
     assert sorted(losses(killed)) == sorted(after) and len(after) == 7
     for step, loss in losses(killed).items():
         assert loss == pytest.approx(after[step], abs=1e-6), step
+
+
+def _quickstart_cmd(root: Path, out: Path, *extra: str) -> list[str]:
+    """The quickstart preset cut to 2 epochs of 4 batches, with a last.ckpt every 2 steps."""
+    return [
+        sys.executable,
+        "-m",
+        "medllama_fusion",
+        *cli_args(
+            "fit",
+            Path("quickstart"),
+            root,
+            out,
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.callbacks+=ModelCheckpoint",
+            "--trainer.callbacks.every_n_train_steps=2",
+            "--trainer.callbacks.save_top_k=0",
+            "--trainer.callbacks.save_last=true",
+            *extra,
+        ),
+    ]
+
+
+def _newest_last(out: Path) -> Path:
+    """The checkpoint ``--ckpt_path last`` picks: the newest ``last*.ckpt`` of the run folder."""
+    return max((out / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+@pytest.mark.slow
+def test_quickstart_preset_resumes_with_ckpt_path_last(demo_root: Path, tmp_path: Path) -> None:
+    """kill -9 mid-epoch, then ``--ckpt_path last`` through the same preset: same final weights."""
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    result = subprocess.run(
+        _quickstart_cmd(demo_root, full),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"checkpoints in {(full / 'checkpoints').resolve()}" in result.stdout
+
+    progress, resumed_progress = tmp_path / "progress.txt", tmp_path / "resumed.txt"
+    log = tmp_path / "killed.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            _quickstart_cmd(
+                demo_root,
+                killed,
+                "--trainer.callbacks+=tests.trainers.helpers.Progress",
+                f"--trainer.callbacks.path={progress}",
+                "--trainer.callbacks.delay=0.5",
+            ),
+            env=ENV,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:  # after batch 1 of epoch 1 (global step 6) a last.ckpt was written; batch 2 is running
+        while not (progress.is_file() and "epoch 1 batch 2" in progress.read_text()):
+            assert proc.poll() is None, log.read_text()[-4000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = torch.load(_newest_last(killed), map_location="cpu", weights_only=False)
+    step = saved["global_step"]
+    assert 4 < step < 8, "the newest checkpoint is from the middle of epoch 1"
+
+    result = subprocess.run(
+        _quickstart_cmd(
+            demo_root,
+            killed,
+            "--ckpt_path",
+            "last",
+            "--trainer.callbacks+=tests.trainers.helpers.Progress",
+            f"--trainer.callbacks.path={resumed_progress}",
+        ),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "no last checkpoint available" not in result.stderr
+    lines = resumed_progress.read_text().splitlines()
+    assert lines[0] == f"epoch 1 batch {step - 4}"  # continued from the saved step, not step 0
+    assert len(lines) == 8 - step
+
+    a = torch.load(_newest_last(full), map_location="cpu", weights_only=True)
+    b = torch.load(_newest_last(killed), map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
