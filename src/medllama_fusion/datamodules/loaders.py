@@ -91,8 +91,8 @@ class SeededDataset(Dataset[Any]):
 class ResumableSampler(StatefulDistributedSampler):
     """torchdata's stateful shard sampler that yields ``(index, sample_seed)`` and saves its epoch.
 
-    Kept because torchdata's sampler saves only its position, while Lightning creates the resumed
-    iterator (and its worker prefetch) before it calls ``set_epoch``.
+    Kept as a subclass to hand out per-sample seeds and to save the epoch (torchdata saves only
+    the position), so a restored position applies only to the epoch it was saved in.
 
     A :class:`~torch.utils.data.distributed.DistributedSampler` (same order, padding and
     ``drop_last`` rules) whose ``num_replicas``/``rank`` default to the initialised process group,
