@@ -418,7 +418,13 @@ class FusionDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled, resumable training batches (augmented images); see the module docstring."""
+        """Shuffled, resumable training batches (augmented images).
+
+        A :class:`~medllama_fusion.datamodules.loaders.ResumableDataLoader` (torchdata's
+        ``StatefulDataLoader``): order and augmentation seeded by ``(shuffle_seed, epoch,
+        index)``, each DDP rank reading its own shard, and a position that a mid-epoch checkpoint
+        restores exactly.
+        """
         if "train" not in self.datasets:
             self.setup()
         dataset = self.datasets["train"]
@@ -443,7 +449,12 @@ class FusionDataModule(pl.LightningDataModule):
         return loader
 
     def state_dict(self) -> dict[str, Any]:
-        """Checkpoint state: the training loader's position (``{}`` before it exists)."""
+        """Checkpoint state: the training loader's position (``{}`` before it exists).
+
+        Lightning also saves the loader's state in its fit loop, but it restores it only when the
+        loader is built after the checkpoint is loaded; ``trainer.estimated_stepping_batches``
+        (the default learning-rate schedule) builds it earlier, so the data module carries it.
+        """
         if self._train_loader is None:
             return {}
         return {"train_loader": self._train_loader.state_dict()}
@@ -455,7 +466,7 @@ class FusionDataModule(pl.LightningDataModule):
             state_dict: A dict from :meth:`state_dict`.
         """
         state = state_dict.get("train_loader")
-        if state is None:
+        if not state:
             return
         if self._train_loader is not None:
             self._train_loader.load_state_dict(state)

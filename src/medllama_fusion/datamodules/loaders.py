@@ -1,31 +1,26 @@
-"""A resumable training DataLoader: a checkpoint written mid-epoch resumes exactly.
+"""The resumable training loader: torchdata's ``StatefulDataLoader`` with per-sample seeds.
 
-Lightning saves and restores a training loader's state when the loader has ``state_dict()`` /
-``load_state_dict()`` (the fit loop stores it under ``loops.fit_loop.state_dict.combined_loader``;
-it skips the restore when the loader was built early for ``trainer.estimated_stepping_batches``,
-so :class:`~medllama_fusion.datamodules.base.FusionDataModule` also saves and restores it as the
-data module's state). :class:`ResumableDataLoader` provides both:
+:class:`ResumableDataLoader` is a :class:`~torchdata.stateful_dataloader.StatefulDataLoader`
+(which Lightning saves in checkpoints under ``loops.fit_loop.state_dict.combined_loader`` and
+restores on resume) over a :class:`SeededDataset`, ordered by a :class:`ResumableSampler`:
 
-- the epoch's order is a function of ``(seed, epoch)`` only (:class:`ResumableSampler`, a
+- the epoch's order is a function of ``(seed, epoch)`` only (a
   :class:`~torch.utils.data.distributed.DistributedSampler`, so Lightning keeps it under DDP and
-  each rank reads its own shard; outside DDP it is one shard of one),
+  each rank reads its own shard, reshuffled every epoch; outside DDP it is one shard of one),
 - every sample's augmentation is seeded by ``(seed, epoch, index)``: the sampler hands
   ``(index, sample_seed)`` pairs to :class:`SeededDataset`, which draws the sample under
   :func:`torch.random.fork_rng` with that seed. Samples therefore do not depend on the number of
   workers, on which worker reads them, or on the global RNG (which stays untouched),
-- the state is ``{"epoch", "batches", "seed", "num_samples"}``: the epoch being read and how many
-  batches of it were handed out. After :meth:`ResumableDataLoader.load_state_dict` the next
-  iteration starts right after those batches: the sampler skips their indices, so the skipped
-  samples are never loaded. The skip applies to one iteration only.
+- the loader's state holds the sampler's epoch and position, so a checkpoint written mid-epoch
+  resumes right after the consumed batches, and the skipped samples are never loaded.
 
-Iterating is lazy: the underlying iterator (and its worker processes) starts at the first
-``next()``, after Lightning has called ``set_epoch``, so worker prefetching always uses the
-current epoch's order. The dropout RNG of the model is not part of the loader; see
+The dropout RNG of the model is not part of the loader; see
 :class:`~medllama_fusion.callbacks.EpochSeed`, which reseeds it per batch.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sized
 from typing import Any
 
@@ -33,11 +28,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
-
-STATE_KEYS: tuple[str, ...] = ("epoch", "batches", "seed", "num_samples")
-"""Keys of :meth:`ResumableDataLoader.state_dict`."""
+from torch.utils.data import Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -57,6 +50,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class SeededDataset(Dataset[Any]):
     """Dataset wrapper whose items are drawn under a per-sample torch seed.
 
+    Kept because ``StatefulDataLoader`` restores worker order but not worker RNG streams, which
+    also depend on ``num_workers``; per-sample seeds make augmentation independent of both.
+
     ``dataset[(index, seed)]`` returns ``inner[index]`` computed inside
     :func:`torch.random.fork_rng` after ``torch.manual_seed(seed)``, so random transforms (the
     torchvision v2 augmentations use the torch RNG) are reproducible per sample and the caller's
@@ -64,6 +60,9 @@ class SeededDataset(Dataset[Any]):
 
     Args:
         dataset: The wrapped map-style dataset (must have ``len``).
+
+    Raises:
+        TypeError: If ``dataset`` has no ``len()``.
     """
 
     def __init__(self, dataset: Dataset[Any]) -> None:
@@ -89,13 +88,17 @@ class SeededDataset(Dataset[Any]):
         return self.dataset[key]
 
 
-class ResumableSampler(DistributedSampler[Any]):
-    """(seed, epoch)-seeded shard sampler that yields ``(index, sample_seed)`` and can skip ahead.
+class ResumableSampler(StatefulDistributedSampler):
+    """torchdata's stateful shard sampler that yields ``(index, sample_seed)`` and saves its epoch.
+
+    Kept as a subclass to hand out per-sample seeds and to save the epoch (torchdata saves only
+    the position), so a restored position applies only to the epoch it was saved in.
 
     A :class:`~torch.utils.data.distributed.DistributedSampler` (same order, padding and
     ``drop_last`` rules) whose ``num_replicas``/``rank`` default to the initialised process group,
-    or to one replica outside distributed runs. :meth:`skip_next` drops the first indices of the
-    next iteration only (used to resume mid-epoch).
+    or to one replica outside distributed runs. Its state is ``{"yielded", "epoch", "seed",
+    "num_samples", "num_replicas"}``; a state from another seed, dataset size or number of shards
+    restarts the epoch from its first sample with a warning (the order cannot be reproduced).
 
     Args:
         dataset: The dataset (only its length is used).
@@ -129,36 +132,82 @@ class ResumableSampler(DistributedSampler[Any]):
             seed=seed,
             drop_last=drop_last,
         )
-        self._skip = 0
 
-    def skip_next(self, count: int) -> None:
-        """Skip the first ``count`` indices of the next iteration (this shard's indices).
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch; a different epoch drops a pending resume position.
 
         Args:
-            count: Number of indices to skip (>= 0).
-
-        Raises:
-            ValueError: If ``count`` is negative.
+            epoch: Epoch number.
         """
-        if count < 0:
-            raise ValueError(f"count must be >= 0 indices to skip; got {count}.")
-        self._skip = count
+        if epoch != self.epoch:
+            self.next_yielded = None
+            self.yielded = 0
+        super().set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        """Yield ``(index, sample_seed)`` for this epoch, after the pending skip."""
-        indices = list(super().__iter__())
-        skip, self._skip = self._skip, 0
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        """Yield ``(index, sample_seed)`` for this epoch, after the restored position."""
         epoch = self.epoch
-        for index in indices[skip:]:
+        for index in super().__iter__():
             yield index, sample_seed(self.seed, epoch, index)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Return ``{"yielded", "epoch", "seed", "num_samples", "num_replicas"}``."""
+        return {
+            **super().state_dict(),
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "num_samples": len(self.dataset),  # type: ignore[arg-type]
+            "num_replicas": self.num_replicas,
+        }
 
-class ResumableDataLoader(DataLoader[Any]):
-    """Training DataLoader with Lightning-compatible ``state_dict``/``load_state_dict``.
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the epoch and resume right after its yielded samples on the next iteration.
 
-    See the module docstring. Extra keyword arguments (``num_workers``, ``collate_fn``,
-    ``pin_memory``, ``persistent_workers``, ``prefetch_factor``, ...) go to
-    :class:`~torch.utils.data.DataLoader`; ``sampler``/``batch_sampler`` are built here.
+        Args:
+            state_dict: A dict from :meth:`state_dict`.
+        """
+        size = len(self.dataset)  # type: ignore[arg-type]
+        replicas = state_dict.get("num_replicas", self.num_replicas)
+        saved = (state_dict.get("seed"), state_dict.get("num_samples"), replicas)
+        self.set_epoch(int(state_dict.get("epoch") or 0))
+        if saved != (self.seed, size, self.num_replicas):
+            rank_zero_warn(
+                f"the checkpoint's train loader state (seed {saved[0]}, {saved[1]} samples, "
+                f"{saved[2]} process(es)) does not match this loader (seed {self.seed}, {size} "
+                f"samples, {self.num_replicas} process(es)): epoch {self.epoch} restarts from its "
+                "first batch. Resume with the same data, shuffle seed and number of processes for "
+                "an exact continuation."
+            )
+            self.next_yielded = None
+            return
+        super().load_state_dict(state_dict)
+
+
+def _sampler_position(state: dict[str, Any], batch_size: int) -> dict[str, Any] | None:
+    """Return the sampler state inside a loader state (either worker layout, or the old format)."""
+    if "batches" in state:  # written by this library's loader before it used torchdata
+        return {**state, "yielded": int(state["batches"]) * batch_size}
+    snapshot = state.get("_snapshot")
+    main = snapshot.get("_main_snapshot", {}) if isinstance(snapshot, dict) else state
+    position = (main.get("_sampler_iter_state") or {}).get("sampler_state")
+    if not isinstance(position, dict):
+        return None
+    steps = int(state.get("_steps_since_snapshot", 0))
+    return {**position, "yielded": int(position.get("yielded", 0)) + steps * batch_size}
+
+
+class ResumableDataLoader(StatefulDataLoader):
+    """Training loader: a ``StatefulDataLoader`` over seeded samples in a seeded shard order.
+
+    Kept as a thin subclass because Lightning creates a resumed epoch's iterator (and starts its
+    workers) before it calls ``set_epoch``; iteration here starts at the first ``next()``.
+
+    See the module docstring. torchdata provides the state (a position consistent with the
+    batches handed out, also under worker prefetching); restoring it sets the sampler's epoch and
+    position, so a state loads into a loader with any ``num_workers``. Extra keyword arguments
+    (``num_workers``, ``collate_fn``, ``pin_memory``, ``persistent_workers``,
+    ``prefetch_factor``, ...) go to :class:`~torchdata.stateful_dataloader.StatefulDataLoader`;
+    the sampler is built here.
 
     Args:
         dataset: Map-style dataset (wrapped in :class:`SeededDataset`).
@@ -166,7 +215,7 @@ class ResumableDataLoader(DataLoader[Any]):
         shuffle: Shuffle each epoch (order seeded by ``(seed, epoch)``).
         seed: Shuffle and augmentation seed.
         drop_last: Drop the last incomplete batch of each shard.
-        **kwargs: Other :class:`~torch.utils.data.DataLoader` arguments.
+        **kwargs: Other ``StatefulDataLoader`` arguments.
 
     Raises:
         ValueError: If ``sampler``, ``batch_sampler`` or ``generator`` is passed, or for a
@@ -183,12 +232,11 @@ class ResumableDataLoader(DataLoader[Any]):
         **kwargs: Any,
     ) -> None:
         for name in ("sampler", "batch_sampler", "generator"):
-            if kwargs.get(name) is not None:
+            if kwargs.pop(name, None) is not None:
                 raise ValueError(
                     f"ResumableDataLoader builds its own {name}; do not pass {name}= (use a plain "
                     "DataLoader if you need a custom one)."
                 )
-            kwargs.pop(name, None)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
         seeded = dataset if isinstance(dataset, SeededDataset) else SeededDataset(dataset)
@@ -196,19 +244,18 @@ class ResumableDataLoader(DataLoader[Any]):
         # The loader's own generator: creating an iterator (worker base seed) never touches the
         # global RNG, which belongs to the model (dropout).
         generator = torch.Generator().manual_seed(seed)
-        super().__init__(
-            seeded,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
-            generator=generator,
-            **kwargs,
-        )
+        with warnings.catch_warnings():  # torchdata 0.11 calls torch's deprecated set_vital
+            warnings.filterwarnings("ignore", ".*set_vital.*deprecated", UserWarning)
+            super().__init__(
+                seeded,
+                batch_size=batch_size,
+                sampler=sampler,
+                drop_last=drop_last,
+                generator=generator,
+                **kwargs,
+            )
         self.seed = seed
         self.shuffle = shuffle
-        self._epoch = 0
-        self._batches = 0
-        self._resume: tuple[int, int] | None = None
 
     @property
     def resumable_sampler(self) -> ResumableSampler:
@@ -225,76 +272,38 @@ class ResumableDataLoader(DataLoader[Any]):
         self.resumable_sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        """Iterate lazily over this epoch's batches (see the module docstring)."""
-        return self._iterate()
-
-    def _iterate(self) -> Iterator[Any]:
-        """Start the underlying iterator at the first ``next()`` and count the batches given."""
-        sampler = self.resumable_sampler
-        self._epoch, self._batches = sampler.epoch, 0
-        resume, self._resume = self._resume, None
-        if resume is not None and resume[0] == sampler.epoch and resume[1] < len(self):
-            sampler.skip_next(resume[1] * self._batch_size())
-            self._batches = resume[1]
-        for batch in super().__iter__():
-            self._batches += 1  # counted before the batch is used: a checkpoint saved while it
-            yield batch  # is being trained on records it as consumed
-
-    def state_dict(self) -> dict[str, Any]:
-        """Return ``{"epoch", "batches", "seed", "num_samples"}`` of the current iteration."""
-        return {
-            "epoch": self._epoch,
-            "batches": self._batches,
-            "seed": self.seed,
-            "num_samples": len(self.resumable_sampler.dataset),  # type: ignore[arg-type]
-        }
+        """Iterate over this epoch's batches; the underlying iterator starts at the first batch."""
+        yield from super().__iter__()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume the saved epoch right after its consumed batches on the next iteration.
+        """Resume right after the saved batches when the next iteration is the saved epoch.
 
-        The skip applies only if the next iteration is the saved epoch with batches left (when
-        Lightning moves on to the next epoch, e.g. after a checkpoint on the epoch's last batch,
-        that epoch starts from its beginning). When the saved seed or dataset size differs from
-        this loader's, the order cannot be reproduced: a warning is issued and the epoch
-        restarts from its first batch.
+        When Lightning moves on to the next epoch (a checkpoint on an epoch's last batch), that
+        epoch starts from its beginning. Accepts the state of a loader with any ``num_workers``
+        and the state of this library's loader before it used torchdata.
 
         Args:
-            state_dict: A dict from :meth:`state_dict`.
+            state_dict: A state from :meth:`state_dict` (``{}`` does nothing).
 
         Raises:
-            ValueError: If keys are missing (not a state of this loader).
+            ValueError: If the state holds no sampler position (not a state of this loader).
         """
-        missing = [key for key in STATE_KEYS if key not in state_dict]
-        if missing:
-            raise ValueError(
-                f"train loader state {sorted(state_dict)} lacks {missing}; it was not written by "
-                "ResumableDataLoader. Resume from a checkpoint of the same data module."
-            )
-        epoch, batches = int(state_dict["epoch"]), int(state_dict["batches"])
-        sampler = self.resumable_sampler
-        sampler.set_epoch(epoch)
-        self._epoch, self._batches, self._resume = epoch, 0, None
-        size = len(sampler.dataset)  # type: ignore[arg-type]
-        if state_dict["seed"] != self.seed or state_dict["num_samples"] != size:
-            rank_zero_warn(
-                f"the checkpoint's train loader state (seed {state_dict['seed']}, "
-                f"{state_dict['num_samples']} samples) does not match this loader (seed "
-                f"{self.seed}, {size} samples): epoch {epoch} restarts from its first batch. "
-                "Resume with the same data and shuffle seed for an exact continuation."
-            )
+        super().load_state_dict({})
+        if not state_dict:
             return
-        self._resume = (epoch, batches)
+        position = _sampler_position(state_dict, self._batch())
+        if position is None:
+            raise ValueError(
+                f"train loader state with keys {sorted(state_dict)} holds no sampler position; it "
+                "was not written by ResumableDataLoader. Resume from a checkpoint of the same "
+                "data module."
+            )
+        self.resumable_sampler.load_state_dict(position)
 
-    def _batch_size(self) -> int:
+    def _batch(self) -> int:
         """The batch size (always set: the loader is built with ``batch_size >= 1``)."""
         assert self.batch_size is not None
         return self.batch_size
 
 
-__all__ = [
-    "STATE_KEYS",
-    "ResumableDataLoader",
-    "ResumableSampler",
-    "SeededDataset",
-    "sample_seed",
-]
+__all__ = ["ResumableDataLoader", "ResumableSampler", "SeededDataset", "sample_seed"]

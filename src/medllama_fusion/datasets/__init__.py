@@ -9,12 +9,10 @@ from medllama_fusion.datasets.demo import build_demo_tokenizer, make_demo_datase
 from medllama_fusion.datasets.download import (
     OPENI_CHECKSUMS,
     OPENI_URLS,
-    Checksum,
     ChecksumError,
     download_file,
     download_openi,
-    file_digests,
-    verify_checksum,
+    marker_path,
 )
 from medllama_fusion.datasets.fusion_dataset import FusionCollator, FusionDataset, FusionSample
 from medllama_fusion.datasets.images import (
@@ -80,7 +78,6 @@ __all__ = [
     "OPENI_URLS",
     "REPORTS_FOLDER",
     "CSVReadResult",
-    "Checksum",
     "ChecksumError",
     "DataProblem",
     "DataProblemError",
@@ -95,7 +92,6 @@ __all__ = [
     "build_image_transform",
     "download_file",
     "download_openi",
-    "file_digests",
     "format_report",
     "is_dicom",
     "iter_report_files",
@@ -107,6 +103,7 @@ __all__ = [
     "load_tokenizer",
     "load_view_positions",
     "make_demo_dataset",
+    "marker_path",
     "mask_label_words",
     "mesh_mapping_markdown",
     "metadata_image_id",
@@ -122,6 +119,5 @@ __all__ = [
     "tokenization_cache_key",
     "tokenize_reports",
     "tokenizer_fingerprint",
-    "verify_checksum",
     "verify_image",
 ]

