@@ -95,8 +95,11 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
     last = killed / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["global_step"] == 8
-    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
-        {"epoch": 1, "batches": 3, "seed": 0, "num_samples": n_train}]
+    [loader_state] = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    snapshot = loader_state["_snapshot"]  # torchdata StatefulDataLoader state, 2 workers
+    assert snapshot["_snapshot_step"] == 3
+    assert snapshot["_main_snapshot"]["_sampler_iter_state"]["sampler_state"] == {
+        "yielded": 3 * 8, "epoch": 1, "seed": 0, "num_samples": n_train, "num_replicas": 1}
 
     result = subprocess.run(
         _resume_cmd(demo_root, killed, *workers, "--ckpt_path", "last",
