@@ -309,3 +309,63 @@ def test_bfloat16_forward_backward() -> None:
     assert out.dtype == torch.bfloat16
     out.float().sum().backward()
     assert model.head.classifier.weight.grad is not None
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_absent_modality_per_sample_equals_single_modality_forward(
+    cls: type[FusionModel],
+) -> None:
+    model = build(cls)
+    batch = make_batch(3, 6, pad_from=4)
+    ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
+    image_present = torch.tensor([True, False, True])
+    text_present = torch.tensor([True, True, False])
+    with torch.no_grad():
+        out = model(ids, mask, pixels, text_present, image_present).logits
+        text_only = model(ids[1:2], mask[1:2], None).logits
+        image_only = model(None, None, pixels[2:3]).logits
+        both = model(ids[0:1], mask[0:1], pixels[0:1]).logits
+        torch.testing.assert_close(out[1:2], text_only, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[2:3], image_only, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[0:1], both, atol=1e-5, rtol=0)
+        # whatever the absent modality holds, the sample's logits do not change
+        pixels2, ids2 = pixels.clone(), ids.clone()
+        pixels2[1] = 100.0
+        ids2[2] = 5
+        again = model(ids2, mask, pixels2, text_present, image_present).logits
+        torch.testing.assert_close(again, out, atol=1e-5, rtol=0)
+        # all-True presence is the same as no presence flags
+        ones = torch.ones(3, dtype=torch.bool)
+        torch.testing.assert_close(
+            model(ids, mask, pixels, ones, ones).logits, model(ids, mask, pixels).logits
+        )
+    with pytest.raises(ValueError, match="image_present"):
+        model(ids, mask, pixels, None, torch.ones(2, dtype=torch.bool))
+
+
+def test_modality_dropout_is_a_missing_modality() -> None:
+    model = build(ParallelFusion, modality_dropout=0.9, dropout=0.0, lora=LoraSettings(dropout=0.0))
+    model.train()
+    batch = make_batch(16, 6)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        ctx = model.prepare(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        torch.manual_seed(3)
+        out = model(**batch).logits
+    assert ctx.text_keep is not None and ctx.image_keep is not None
+    dropped_image = (ctx.image_keep[:, 0] == 0).nonzero().flatten()
+    assert len(dropped_image) > 0
+    i = int(dropped_image[0])
+    with torch.no_grad():
+        alone = model(batch["input_ids"][i : i + 1], batch["attention_mask"][i : i + 1]).logits
+    torch.testing.assert_close(out[i : i + 1], alone, atol=1e-5, rtol=0)
+    # a sample that has only one modality is never dropped to nothing
+    with torch.no_grad():
+        ctx = model.prepare(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["pixel_values"],
+            None,
+            torch.zeros(16, dtype=torch.bool),
+        )
+    assert ctx.text_keep is not None and bool((ctx.text_keep == 1).all())

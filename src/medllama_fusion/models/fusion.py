@@ -25,10 +25,13 @@ frozen and LoRA-adapted. With ``blocks_init="random"`` vision/cross blocks are n
 full (no LoRA). Patch/position embeddings, ``context_layernorm`` of cross blocks, the final
 per-modality norms and the head always train. Token embeddings are always frozen.
 
-Modality dropout (``modality_dropout=p``, training only): with probability ``p`` per sample one
-of the two modalities (chosen uniformly) is dropped: its cross-attention updates to the other
-stream and its head contribution are multiplied by 0. Forwarding with ``input_ids=None`` or
-``pixel_values=None`` runs the model on the other modality only.
+Missing modalities: forwarding with ``input_ids=None`` or ``pixel_values=None`` runs the model on
+the other modality only. Per sample, ``text_present`` / ``image_present`` (``[B]`` bool) mark a
+modality as absent: that sample is computed exactly as if the modality were missing (the other
+stream passes the cross layers unchanged and the absent modality's head contribution is zeroed).
+
+Modality dropout (``modality_dropout=p``, training only): with probability ``p`` each sample that
+has both modalities loses one of them (chosen uniformly), by the same per-sample mechanism.
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ class FusionContext:
         text_key_mask: ``[B, 1, 1, L]`` bool key mask for image→text cross-attention.
         text_rope: RoPE ``(cos, sin)`` for the text positions.
         image_rope: RoPE ``(cos, sin)`` for the patch positions.
-        text_keep: ``[B, 1]`` 1/0 presence of text per sample (modality dropout) or ``None``.
+        text_keep: ``[B, 1]`` 1/0 presence of text per sample (``text_present`` combined with
+            modality dropout) or ``None`` (all present).
         image_keep: ``[B, 1]`` 1/0 presence of the image per sample or ``None``.
     """
 
@@ -106,12 +110,27 @@ class FusionContext:
     image_keep: Tensor | None = None
 
 
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+def _add(a: Tensor | None, b: Tensor | None, keep: Tensor | None = None) -> Tensor | None:
+    """``a + b``; where ``keep`` (``[B, 1]``) is 0 the sample keeps ``a`` alone."""
     if a is None:
         return b
     if b is None:
         return a
-    return a + b
+    if keep is None:
+        return a + b
+    return torch.where(keep[:, :, None] > 0, a + b, a)
+
+
+def _presence(present: Tensor | None, batch: int, name: str, device: torch.device) -> Tensor | None:
+    """Check a ``[B]`` presence flag and return it as a ``[B, 1]`` bool tensor (or ``None``)."""
+    if present is None:
+        return None
+    if present.dim() != 1 or present.shape[0] != batch:
+        raise ValueError(
+            f"{name} must be a [B] tensor with B={batch} (one flag per sample), "
+            f"got shape {tuple(present.shape)}."
+        )
+    return present.to(device=device, dtype=torch.bool)[:, None]
 
 
 class FusionModel(nn.Module, ABC):
@@ -243,7 +262,12 @@ class FusionModel(nn.Module, ABC):
 
     # ------------------------------------------------------------------ steps
     def prepare(
-        self, input_ids: Tensor | None, attention_mask: Tensor | None, pixel_values: Tensor | None
+        self,
+        input_ids: Tensor | None,
+        attention_mask: Tensor | None,
+        pixel_values: Tensor | None,
+        text_present: Tensor | None = None,
+        image_present: Tensor | None = None,
     ) -> FusionContext:
         """Validate shapes and build masks, RoPE and modality-keep flags once per forward.
 
@@ -251,6 +275,8 @@ class FusionModel(nn.Module, ABC):
             input_ids: ``[B, L]`` or ``None``.
             attention_mask: ``[B, L]`` (1 = token, 0 = pad) or ``None`` (all tokens valid).
             pixel_values: ``[B, C, H, W]`` or ``None``.
+            text_present: ``[B]`` bool, False for samples without a report, or ``None``.
+            image_present: ``[B]`` bool, False for samples without an image, or ``None``.
 
         Returns:
             The context passed to every step.
@@ -286,6 +312,12 @@ class FusionModel(nn.Module, ABC):
                 )
             probe = torch.empty(0, dtype=dtype, device=pixel_values.device)
             ctx.image_rope = self.backbone.rotary(probe, self.vision.num_patches)
+        text_keep = image_keep = None
+        if input_ids is not None:
+            text_keep = _presence(text_present, batch, "text_present", input_ids.device)
+        if pixel_values is not None:
+            batch = pixel_values.shape[0]
+            image_keep = _presence(image_present, batch, "image_present", pixel_values.device)
         if (
             self.training
             and self.modality_dropout > 0
@@ -293,10 +325,17 @@ class FusionModel(nn.Module, ABC):
             and pixel_values is not None
         ):
             device = input_ids.device
-            drop = torch.rand(input_ids.shape[0], 1, device=device) < self.modality_dropout
-            drop_text = drop & (torch.rand(input_ids.shape[0], 1, device=device) < 0.5)
-            ctx.text_keep = (~drop_text).to(dtype)
-            ctx.image_keep = (~(drop & ~drop_text)).to(dtype)
+            drop = torch.rand(batch, 1, device=device) < self.modality_dropout
+            # only samples that have both modalities can lose one
+            for keep in (text_keep, image_keep):
+                if keep is not None:
+                    drop = drop & keep
+            drop_text = drop & (torch.rand(batch, 1, device=device) < 0.5)
+            drop_image = drop & ~drop_text
+            text_keep = ~drop_text if text_keep is None else text_keep & ~drop_text
+            image_keep = ~drop_image if image_keep is None else image_keep & ~drop_image
+        ctx.text_keep = text_keep.to(dtype) if text_keep is not None else None
+        ctx.image_keep = image_keep.to(dtype) if image_keep is not None else None
         return ctx
 
     def embed_text(self, input_ids: Tensor, ctx: FusionContext) -> Tensor:
@@ -329,6 +368,9 @@ class FusionModel(nn.Module, ABC):
     ) -> tuple[Tensor | None, Tensor | None]:
         """Run cross layers; with a missing modality the streams pass through unchanged.
 
+        Per sample, a stream whose other modality is absent (keep flag 0) passes through
+        unchanged too.
+
         Args:
             layers: ``self.early_cross`` or ``self.late_cross`` (or your own list).
             text: ``[B, L, D]`` or ``None``.
@@ -343,7 +385,14 @@ class FusionModel(nn.Module, ABC):
         text_gate = ctx.text_keep[:, :, None] if ctx.text_keep is not None else None
         image_gate = ctx.image_keep[:, :, None] if ctx.image_keep is not None else None
         for layer in layers:
-            text, image = layer(text, image, ctx.text_key_mask, None, text_gate, image_gate)
+            new_text, new_image = layer(text, image, ctx.text_key_mask, None, text_gate, image_gate)
+            # a sample without the other modality passes through unchanged, exactly as when
+            # that modality is missing for the whole batch
+            if image_gate is not None:
+                new_text = torch.where(image_gate > 0, new_text, text)
+            if text_gate is not None:
+                new_image = torch.where(text_gate > 0, new_image, image)
+            text, image = new_text, new_image
         return text, image
 
     @abstractmethod
@@ -382,6 +431,8 @@ class FusionModel(nn.Module, ABC):
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         pixel_values: Tensor | None = None,
+        text_present: Tensor | None = None,
+        image_present: Tensor | None = None,
     ) -> FusionOutput:
         """Classify a batch; either modality may be ``None``.
 
@@ -389,11 +440,16 @@ class FusionModel(nn.Module, ABC):
             input_ids: ``[B, L]`` token ids (right-padded).
             attention_mask: ``[B, L]`` 1 = token, 0 = pad.
             pixel_values: ``[B, C, H, W]`` images.
+            text_present: ``[B]`` bool; a sample with False is treated exactly like a sample
+                whose text is missing (its values in ``input_ids`` are ignored).
+            image_present: ``[B]`` bool; a sample with False is treated exactly like a sample
+                whose image is missing (its ``pixel_values`` are ignored).
 
         Returns:
-            Logits and pooled features.
+            Logits and pooled features (features of an absent modality are meaningless for
+            that sample).
         """
-        ctx = self.prepare(input_ids, attention_mask, pixel_values)
+        ctx = self.prepare(input_ids, attention_mask, pixel_values, text_present, image_present)
         text = self.embed_text(input_ids, ctx) if input_ids is not None else None
         image = self.embed_image(pixel_values, ctx) if pixel_values is not None else None
         text, image = self.fuse(text, image, ctx)
@@ -496,7 +552,10 @@ class ParallelFusion(FusionModel):
         if text is None or image is None:
             return text_out, image_out
         cross_text, cross_image = self.cross(self.early_cross, text, image, ctx)
-        return _add(text_out, cross_text), _add(image_out, cross_image)
+        return (
+            _add(text_out, cross_text, ctx.image_keep),
+            _add(image_out, cross_image, ctx.text_keep),
+        )
 
 
 class SerialFusion(FusionModel):
@@ -528,5 +587,8 @@ class MixedFusion(FusionModel):
             return text_out, image_out
         cross_text, cross_image = self.cross(self.early_cross, text, image, ctx)
         return self.cross(
-            self.late_cross, _add(text_out, cross_text), _add(image_out, cross_image), ctx
+            self.late_cross,
+            _add(text_out, cross_text, ctx.image_keep),
+            _add(image_out, cross_image, ctx.text_keep),
+            ctx,
         )

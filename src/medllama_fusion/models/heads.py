@@ -85,7 +85,7 @@ class ClassificationHead(nn.Module):
                 continue
             part = self.act(proj(features))
             if keep is not None:
-                part = part * keep
+                part = part.where(keep > 0, 0.0)  # where(): non-finite features cannot leak
             combined = part if combined is None else combined + part
         if combined is None:
             raise ValueError("ClassificationHead needs text_features or image_features.")
