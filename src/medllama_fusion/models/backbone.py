@@ -25,7 +25,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PretrainedConfig,
+)
 from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
 
 from medllama_fusion.models.layers import LlamaBlockStack
@@ -74,12 +80,17 @@ class BackboneConfig:
     Args:
         pretrained: Hub id, local directory (``save_pretrained`` layout) or path to a ``.gguf``
             file. Resolved offline when ``local_files_only``.
+        random_init: With ``pretrained``: read only the architecture (``config.json`` of the
+            directory or cached hub id, or the GGUF metadata) and build that shape with random
+            weights seeded by ``init_seed``; no weight is loaded. The control run "same
+            architecture, no pretraining".
         gguf_file: GGUF file name inside ``pretrained`` (a directory or hub repo).
         config: ``LlamaConfig`` keyword arguments for a randomly initialised backbone (tests,
             quickstart). Initialisation is deterministic by ``init_seed`` regardless of the
             global RNG, so the frozen base can be rebuilt bit-identically.
-        init_seed: Seed of the random initialisation (``config`` only).
-        init_device: Device the random base is built and initialised on (``config`` only):
+        init_seed: Seed of the random initialisation (``config`` or ``random_init``).
+        init_device: Device the random base is built and initialised on (``config`` or
+            ``random_init``):
             ``"cpu"`` (default) or e.g. ``"cuda"``, which builds a LLaMA-2-7B-size base in
             seconds. The random values depend on the device's generator, so a checkpoint of a
             random-base model must be rebuilt with the same ``init_device``.
@@ -95,6 +106,7 @@ class BackboneConfig:
     """
 
     pretrained: str | None = None
+    random_init: bool = False
     gguf_file: str | None = None
     config: dict[str, Any] | None = None
     init_seed: int = 0
@@ -113,6 +125,11 @@ class BackboneConfig:
             raise ValueError(
                 "BackboneConfig needs exactly one of `pretrained` (hub id, directory or .gguf "
                 "file) and `config` (LlamaConfig kwargs for a random backbone)."
+            )
+        if self.random_init and self.pretrained is None:
+            raise ValueError(
+                "BackboneConfig.random_init=True needs `pretrained` (the source of the "
+                "architecture); with `config` the backbone is random already."
             )
         if self.num_text_layers < 0:
             raise ValueError(
@@ -147,9 +164,10 @@ class BackboneConfig:
         """Human-readable name of the weights' source (for error messages)."""
         if self.pretrained is None:
             return f"random config (init_seed={self.init_seed})"
-        if self.gguf_file:
-            return str(Path(self.pretrained) / self.gguf_file)
-        return self.pretrained
+        name = str(Path(self.pretrained) / self.gguf_file) if self.gguf_file else self.pretrained
+        if self.random_init:
+            return f"architecture of {name} with random weights (init_seed={self.init_seed})"
+        return name
 
 
 def _split_gguf(cfg: BackboneConfig) -> tuple[str, str | None]:
@@ -333,7 +351,13 @@ class LlamaBackbone(nn.Module):
         needed = config.num_text_layers + num_extra_layers
         self.loading_report: dict[str, Any] = {"source": config.source_name()}
         if config.config is not None:
-            model = self._build_random(config, needed)
+            kwargs = dict(config.config)
+            kwargs.setdefault("tie_word_embeddings", False)
+            model = self._build_random(config, LlamaConfig(**kwargs), needed)
+        elif config.random_init:
+            pretrained, gguf_file = _split_gguf(config)
+            architecture = self._load_config(config, pretrained, gguf_file)
+            model = self._build_random(config, architecture, needed)
         else:
             model = self._load_pretrained(config, needed)
         inner: Any = model.model
@@ -363,11 +387,28 @@ class LlamaBackbone(nn.Module):
             "VisionConfig.num_layers or num_cross_layers, or use blocks_init='random'."
         )
 
-    def _build_random(self, cfg: BackboneConfig, needed: int) -> nn.Module:
-        assert cfg.config is not None
-        kwargs = dict(cfg.config)
-        kwargs.setdefault("tie_word_embeddings", False)
-        llama_config = LlamaConfig(**kwargs)
+    def _load_config(
+        self, cfg: BackboneConfig, pretrained: str, gguf_file: str | None
+    ) -> PretrainedConfig:
+        """The source's transformers config (``config.json`` or GGUF metadata), offline-aware."""
+        common: dict[str, Any] = {"local_files_only": cfg.local_files_only}
+        if cfg.revision is not None:
+            common["revision"] = cfg.revision
+        if gguf_file is not None:
+            common["gguf_file"] = gguf_file
+        try:
+            llama_config = AutoConfig.from_pretrained(pretrained, **common)
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(
+                f"BackboneConfig.pretrained={cfg.pretrained!r}: cannot load a config ({err}); "
+                "pass a local directory with config.json, a .gguf file, or a cached hub id."
+            ) from err
+        _check_llama_config(llama_config, cfg)
+        return llama_config  # type: ignore[no-any-return]
+
+    def _build_random(
+        self, cfg: BackboneConfig, llama_config: PretrainedConfig, needed: int
+    ) -> nn.Module:
         llama_config._attn_implementation = cfg.attn_implementation
         if needed > llama_config.num_hidden_layers:
             raise self._layers_available_error(llama_config.num_hidden_layers, needed)
@@ -376,6 +417,8 @@ class LlamaBackbone(nn.Module):
         # Only the layers that are kept are built (a 7B-size base would otherwise cost
         # 27 GB and minutes); values are a deterministic function of (config, seed, needed).
         llama_config.num_hidden_layers = max(needed, 1)
+        if getattr(llama_config, "layer_types", None) is not None:
+            llama_config.layer_types = llama_config.layer_types[: max(needed, 1)]
         device = torch.device(cfg.init_device)
         with _seeded(cfg.init_seed, device), device:
             model = _RandomLlama(llama_config)
@@ -384,6 +427,8 @@ class LlamaBackbone(nn.Module):
             for layer in model.model.layers[:needed]:
                 quantize_linear_layers(layer, cfg.quantization, self.dtype_)
         self.loading_report.update(verified="random init", num_layers=needed)
+        if cfg.random_init:
+            self.loading_report["architecture_from"] = cfg.pretrained
         return model
 
     def _load_pretrained(self, cfg: BackboneConfig, needed: int) -> nn.Module:
@@ -394,14 +439,7 @@ class LlamaBackbone(nn.Module):
         if gguf_file is not None:
             common["gguf_file"] = gguf_file
         source = cfg.source_name() if gguf_file is None else str(Path(pretrained) / gguf_file)
-        try:
-            llama_config = AutoConfig.from_pretrained(pretrained, **common)
-        except (OSError, ValueError) as err:
-            raise FileNotFoundError(
-                f"BackboneConfig.pretrained={cfg.pretrained!r}: cannot load a config ({err}); "
-                "pass a local directory with config.json, a .gguf file, or a cached hub id."
-            ) from err
-        _check_llama_config(llama_config, cfg)
+        llama_config = self._load_config(cfg, pretrained, gguf_file)
         available = int(llama_config.num_hidden_layers)
         if needed > available:
             raise self._layers_available_error(available, needed)
@@ -569,8 +607,11 @@ class LlamaBackbone(nn.Module):
 
 
 class _RandomLlama(nn.Module):
-    """Minimal causal-LM-shaped holder (``.model``) for a seeded random ``LlamaModel``."""
+    """Minimal causal-LM-shaped holder (``.model``) for a seeded random base model."""
 
-    def __init__(self, config: LlamaConfig) -> None:
+    def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
-        self.model = LlamaModel(config)
+        if type(config) is LlamaConfig:
+            self.model: Any = LlamaModel(config)
+        else:  # another LLaMA-family architecture read from a pretrained source
+            self.model = AutoModel.from_config(config)
