@@ -306,8 +306,8 @@ def test_bfloat16_forward_backward() -> None:
         backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, dtype="bfloat16"),
     ).train()
     out = model(**make_batch(2, 6)).logits
-    assert out.dtype == torch.bfloat16
-    out.float().sum().backward()
+    assert out.dtype == torch.float32  # the float32 head returns float32 logits
+    out.sum().backward()
     assert model.head.classifier.weight.grad is not None
 
 
@@ -369,3 +369,49 @@ def test_modality_dropout_is_a_missing_modality() -> None:
             torch.zeros(16, dtype=torch.bool),
         )
     assert ctx.text_keep is not None and bool((ctx.text_keep == 1).all())
+
+
+@pytest.mark.parametrize(
+    ("cls", "blocks_init", "dtype"),
+    [
+        (MixedFusion, "backbone", "bfloat16"),
+        (ParallelFusion, "random", "bfloat16"),
+        (SerialFusion, "backbone", "float16"),
+    ],
+)
+def test_trainable_tensors_are_float32_and_move_at_lr_1e_4(
+    cls: type[FusionModel], blocks_init: str, dtype: str
+) -> None:
+    model = build(
+        cls,
+        backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, dtype=dtype),
+        blocks_init=blocks_init,
+        dropout=0.0,
+        lora=LoraSettings(r=2, dropout=0.0, target_modules=["q_proj", "v_proj", "gate_proj"]),
+    ).train()
+    low = getattr(torch, dtype)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values()), {
+        n: p.dtype for n, p in trainable.items() if p.dtype != torch.float32
+    }
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == low for p in frozen)
+    with torch.no_grad():  # lora_B starts at 0, which would leave lora_A without a gradient
+        for name, param in trainable.items():
+            if ".lora_B." in name:
+                param.normal_(std=0.02)
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    opt = torch.optim.AdamW(list(trainable.values()), lr=1e-4, weight_decay=0.0)
+    batch = make_batch(3, 6, pad_from=4)
+    labels = torch.randint(0, 2, (3, 14), generator=torch.Generator().manual_seed(0)).float()
+    logits = model(**batch).logits  # bf16/fp16 base, no autocast
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    loss.backward()
+    opt.step()
+    unchanged = [n for n, p in trainable.items() if torch.equal(p, before[n])]
+    assert not unchanged
+    assert all(p.dtype == low for p in frozen)
+    # the same model also runs under bf16 autocast (Lightning's bf16-mixed)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**batch).logits
+    assert torch.isfinite(out).all()

@@ -83,7 +83,7 @@ class ClassificationHead(nn.Module):
         ):
             if features is None:
                 continue
-            part = self.act(proj(features))
+            part = self.act(proj(features.to(proj.weight.dtype)))
             if keep is not None:
                 part = part.where(keep > 0, 0.0)  # where(): non-finite features cannot leak
             combined = part if combined is None else combined + part
