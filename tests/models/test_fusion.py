@@ -415,3 +415,58 @@ def test_trainable_tensors_are_float32_and_move_at_lr_1e_4(
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**batch).logits
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+def test_cross_directions_share_frozen_weights_not_adapters(quantization: str | None) -> None:
+    model = build(
+        MixedFusion,
+        backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, quantization=quantization),
+        lora=LoraSettings(r=2, target_modules=["q_proj", "gate_proj"]),
+    )
+    for layer in [*model.early_cross, *model.late_cross]:
+        t2i, i2t = layer.text_to_image, layer.image_to_text
+        for a, b in [
+            (t2i.cross_attn.q_proj.base_layer.weight, i2t.cross_attn.q_proj.base_layer.weight),
+            (t2i.cross_attn.k_proj.weight, i2t.cross_attn.k_proj.weight),
+            (t2i.mlp.gate_proj.base_layer.weight, i2t.mlp.gate_proj.base_layer.weight),
+            (t2i.mlp.down_proj.weight, i2t.mlp.down_proj.weight),
+            (t2i.input_layernorm.weight, i2t.input_layernorm.weight),
+        ]:
+            assert a is b and a.data_ptr() == b.data_ptr()
+        assert t2i.cross_attn.q_proj is not i2t.cross_attn.q_proj
+        for name in ("lora_A", "lora_B"):
+            wa = getattr(t2i.cross_attn.q_proj, name)["default"].weight
+            wb = getattr(i2t.cross_attn.q_proj, name)["default"].weight
+            assert wa is not wb and wa.data_ptr() != wb.data_ptr()
+        assert not torch.equal(
+            t2i.mlp.gate_proj.lora_A["default"].weight, i2t.mlp.gate_proj.lora_A["default"].weight
+        )
+        assert t2i.context_layernorm.weight is not i2t.context_layernorm.weight
+    # each shared frozen tensor is stored once: one decoder layer per cross layer
+    unique = {id(p) for p in model.parameters()}
+    every = list(model.named_parameters(remove_duplicate=False))
+    shared = len(every) - len(unique)
+    # 9 tensors per decoder layer: q, k, v, o, gate, up, down and the two norms
+    assert shared == 9 * (len(model.early_cross) + len(model.late_cross))
+    # adapters of both directions round-trip through an adapter checkpoint
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    state = model.adapter_state_dict()
+    key = "early_cross.0.{}.cross_attn.q_proj.lora_B.default.weight"
+    assert key.format("text_to_image") in state and key.format("image_to_text") in state
+    batch = make_batch(2, 6)
+    with torch.no_grad():
+        ref = model(**batch).logits
+    rebuilt = build(
+        MixedFusion,
+        backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, quantization=quantization),
+        lora=LoraSettings(r=2, target_modules=["q_proj", "gate_proj"]),
+    )
+    rebuilt.load_adapter_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(**batch).logits, ref, rtol=0, atol=0)
+    for k, v in rebuilt.adapter_state_dict().items():
+        assert torch.equal(v, state[k]), k

@@ -36,6 +36,7 @@ __all__ = [
     "build_self_attention_mask",
     "key_padding_mask",
     "new_decoder_layer",
+    "share_weights_copy",
 ]
 
 RotaryEmbeddings = tuple[Tensor, Tensor]
@@ -153,6 +154,22 @@ class LlamaBlockStack(nn.Module):
                     layer, hidden_states, attention_mask, position_embeddings
                 )
         return hidden_states
+
+
+def share_weights_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with new module objects but the same parameter and buffer tensors.
+
+    Wrapping a submodule of the copy (e.g. PEFT replacing a ``Linear`` by a LoRA layer) leaves
+    the original untouched, while the weights exist once in memory.
+
+    Args:
+        module: The module to copy.
+
+    Returns:
+        The structural copy.
+    """
+    memo: dict[int, object] = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return copy.deepcopy(module, memo)
 
 
 def _compute_dtype(block: nn.Module, default: torch.dtype) -> torch.dtype:
@@ -316,8 +333,10 @@ class CrossAttentionLayer(nn.Module):
     """Bidirectional cross-attention: text attends to image and image attends to text.
 
     Both directions read the inputs of the layer (not each other's output), so the layer is
-    symmetric. When initialised from a pretrained decoder layer, ``text_to_image`` adopts its
-    modules and ``image_to_text`` gets a deep copy (one backbone layer per cross layer).
+    symmetric. When initialised from a pretrained decoder layer (one backbone layer per cross
+    layer), ``text_to_image`` adopts its modules and ``image_to_text`` gets its own module
+    objects that hold the **same** frozen weight tensors (no second copy in memory); adapters
+    added later (LoRA) are separate per direction, because they wrap distinct modules.
 
     Args:
         config: Backbone config.
@@ -326,7 +345,7 @@ class CrossAttentionLayer(nn.Module):
 
     def __init__(self, config: LlamaConfig, source: nn.Module | None = None) -> None:
         super().__init__()
-        copy_source = copy.deepcopy(source) if source is not None else None
+        copy_source = share_weights_copy(source) if source is not None else None
         self.text_to_image = CrossAttentionBlock(config, source)
         self.image_to_text = CrossAttentionBlock(config, copy_source)
         self.gradient_checkpointing = False
