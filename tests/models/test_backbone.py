@@ -226,3 +226,48 @@ def test_random_init_from_local_dir(saved_llama: tuple[Path, LlamaForCausalLM]) 
     )
     with pytest.raises(ValueError, match="random_init"):
         BackboneConfig(config=dict(TINY), random_init=True)
+
+
+def _fake_hub_cache(root: Path, repo: str, model: LlamaForCausalLM) -> Path:
+    """Write ``model`` into the Hugging Face cache layout under ``root/hub``."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = root / "hub" / ("models--" + repo.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / commit
+    model.save_pretrained(snapshot)
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_hub_id_is_verified_in_the_local_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    torch.manual_seed(7)
+    ref = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=False))
+    snapshot = _fake_hub_cache(tmp_path, "org/tiny-llama", ref)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    backbone = LlamaBackbone(BackboneConfig(pretrained="org/tiny-llama", num_text_layers=2), 1)
+    report = backbone.loading_report
+    assert report["verified"] == "safetensors"
+    assert report["files"] == [str(snapshot / "model.safetensors")]
+    assert report["tensors_compared"] == 1 + 9 * 3
+    torch.testing.assert_close(
+        backbone.layers[1].mlp.up_proj.weight, ref.model.layers[1].mlp.up_proj.weight
+    )
+    # the check really compares with the cached files: a differing tensor is named
+    from medllama_fusion.models.backbone import _verify_against_safetensors
+
+    key = "model.layers.0.self_attn.q_proj.weight"
+    problems = _verify_against_safetensors(
+        {key: backbone.layers[0].self_attn.q_proj.weight + 1},
+        [snapshot / "model.safetensors"],
+        1,
+        skip=frozenset(k for k in ref.state_dict() if k != key),
+    )
+    assert problems == [f"{key}: values differ from model.safetensors"]
+    with pytest.raises(FileNotFoundError, match="org/not-cached"):
+        LlamaBackbone(BackboneConfig(pretrained="org/not-cached"))

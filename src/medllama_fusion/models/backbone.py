@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -213,6 +214,24 @@ def _safetensors_files(directory: Path) -> list[Path]:
         return sorted({directory / name for name in weight_map.values()})
     single = directory / "model.safetensors"
     return [single] if single.is_file() else []
+
+
+def _checkpoint_dir(pretrained: str, revision: str | None) -> Path | None:
+    """Local folder holding the checkpoint files, or ``None`` when not found.
+
+    That is the directory itself, or for a hub id its snapshot in the local Hugging Face cache
+    (resolved offline).
+    """
+    if Path(pretrained).is_dir():
+        return Path(pretrained)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(pretrained, revision=revision, local_files_only=True)
+    except (HFValidationError, LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return Path(folder)
 
 
 def _verify_against_safetensors(
@@ -480,12 +499,19 @@ class LlamaBackbone(nn.Module):
         problems += [str(m) for m in info.get("error_msgs", ())]
         files: list[Path] = []
         compared = 0
-        if not problems and gguf_file is not None and Path(source).is_file():
+        checkpoint_dir = _checkpoint_dir(pretrained, cfg.revision)
+        gguf_path: Path | None = None
+        if gguf_file is not None:
+            if Path(source).is_file():
+                gguf_path = Path(source)
+            elif checkpoint_dir is not None and (checkpoint_dir / gguf_file).is_file():
+                gguf_path = checkpoint_dir / gguf_file
+        if not problems and gguf_path is not None:
             kept = {n: t for n, t in model.state_dict().items() if n.startswith(prefixes)}
-            problems = _verify_against_gguf(kept, Path(source), llama_config)
-            files, compared = [Path(source)], len(kept)
-        elif not problems and gguf_file is None and Path(pretrained).is_dir():
-            files = _safetensors_files(Path(pretrained))
+            problems = _verify_against_gguf(kept, gguf_path, llama_config)
+            files, compared = [gguf_path], len(kept)
+        elif not problems and gguf_file is None and checkpoint_dir is not None:
+            files = _safetensors_files(checkpoint_dir)
             if files:
                 tensors = {
                     name: tensor
@@ -522,6 +548,12 @@ class LlamaBackbone(nn.Module):
         if cfg.quantization is not None and not use_bnb_config:
             for layer in model.model.layers[:needed]:
                 quantize_linear_layers(layer, cfg.quantization, self.dtype_)
+        if not files:
+            warnings.warn(
+                f"backbone {source!r}: no local checkpoint file was found to compare the loaded "
+                "tensors with; only transformers' loading report was checked.",
+                stacklevel=3,
+            )
         self.loading_report.update(
             verified=("gguf" if gguf_file else "safetensors") if files else "loading-info",
             files=[str(f) for f in files],
