@@ -271,3 +271,24 @@ def test_hub_id_is_verified_in_the_local_cache(
     assert problems == [f"{key}: values differ from model.safetensors"]
     with pytest.raises(FileNotFoundError, match="org/not-cached"):
         LlamaBackbone(BackboneConfig(pretrained="org/not-cached"))
+
+
+def test_quantized_checkpoint_goes_to_the_ranks_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medllama_fusion.models.backbone import quantized_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert quantized_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    assert quantized_device() == "cuda:1"  # DDP rank 1 of 4 on one node
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert quantized_device() == "cuda:3"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert quantized_device() == "cuda:2"  # no launcher: the current device
+    # one visible GPU per process: LOCAL_RANK indexes the node, not the visible devices
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert quantized_device() == "cuda:0"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,13 @@ from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbe
 
 from medllama_fusion.models.layers import LlamaBlockStack
 
-__all__ = ["BackboneConfig", "LlamaBackbone", "quantize_linear_layers", "resolve_dtype"]
+__all__ = [
+    "BackboneConfig",
+    "LlamaBackbone",
+    "quantize_linear_layers",
+    "quantized_device",
+    "resolve_dtype",
+]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ATTN = ("sdpa", "eager")
@@ -293,6 +300,28 @@ def _verify_against_gguf(
     return problems
 
 
+def quantized_device() -> str:
+    """Device a bitsandbytes-quantized checkpoint is loaded onto in this process.
+
+    Under DDP every rank loads onto its own GPU: ``cuda:$LOCAL_RANK`` (set by torchrun and
+    Lightning's launcher), unless that index is not visible (one GPU per process through
+    ``CUDA_VISIBLE_DEVICES``), then the current CUDA device; ``"cpu"`` without CUDA.
+
+    Returns:
+        A device string for ``device_map={"": device}``.
+    """
+    if not torch.cuda.is_available():
+        return "cpu"
+    local_rank = os.environ.get("LOCAL_RANK")
+    if (
+        local_rank is not None
+        and local_rank.isdigit()
+        and int(local_rank) < torch.cuda.device_count()
+    ):
+        return f"cuda:{int(local_rank)}"
+    return f"cuda:{torch.cuda.current_device()}"
+
+
 def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dtype) -> int:
     """Replace every ``nn.Linear`` inside ``module`` by a frozen bitsandbytes layer.
 
@@ -485,7 +514,7 @@ class LlamaBackbone(nn.Module):
                 )
             else:
                 kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-            kwargs["device_map"] = {"": "cuda:0" if torch.cuda.is_available() else "cpu"}
+            kwargs["device_map"] = {"": quantized_device()}
         loaded: Any = AutoModelForCausalLM.from_pretrained(pretrained, **kwargs)
         model: Any = loaded[0]
         info: dict[str, Any] = loaded[1]
