@@ -198,6 +198,13 @@ def test_adapter_state_dict_round_trip() -> None:
     assert any(".lora_B." in k for k in state)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable <= set(state)
+    # its LoRA part is exactly what PEFT's own helper returns
+    from peft import get_peft_model_state_dict
+
+    peft_state = get_peft_model_state_dict(model)
+    lora = {k.replace(".default.", "."): v for k, v in state.items() if ".lora_" in k}
+    assert lora.keys() == peft_state.keys()
+    assert all(torch.equal(v, peft_state[k]) for k, v in lora.items())
     batch = make_batch(2, 6)
     ref = model(**batch).logits
     torch.manual_seed(123)  # different global RNG: new modules differ before loading

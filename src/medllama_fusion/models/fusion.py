@@ -481,6 +481,9 @@ class FusionModel(nn.Module, ABC):
         persistent buffers of new modules (also a frozen torchvision encoder). Keys are the
         model's ``state_dict`` keys, stable across rebuilds.
 
+        Kept by hand because PEFT's ``get_peft_model_state_dict`` covers only the LoRA part
+        (the same tensors, keys without ``.default``), not the new modules PEFT does not know.
+
         Returns:
             The adapter state (tensors detached, on their current device).
         """
