@@ -477,3 +477,8 @@ def test_cross_directions_share_frozen_weights_not_adapters(quantization: str | 
         torch.testing.assert_close(rebuilt(**batch).logits, ref, rtol=0, atol=0)
     for k, v in rebuilt.adapter_state_dict().items():
         assert torch.equal(v, state[k]), k
+    if quantization is None:  # moving the model (as .to(device) does) keeps the sharing
+        rebuilt.to(torch.float64)
+        layer = rebuilt.early_cross[0]
+        assert layer.text_to_image.mlp.up_proj.weight is layer.image_to_text.mlp.up_proj.weight
+        assert layer.text_to_image.mlp.up_proj.weight.dtype == torch.float64
