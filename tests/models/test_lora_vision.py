@@ -75,3 +75,24 @@ def test_grayscale_and_rgb_patchify() -> None:
         assert enc.tokens(torch.randn(2, channels, 16, 16)).shape == (2, 16, 32)
     with pytest.raises(ValueError, match="channels"):
         enc.tokens(torch.randn(2, 1, 16, 16))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_encoder_keeps_batchnorm_statistics(freeze: bool) -> None:
+    from medllama_fusion.models import BackboneConfig, ParallelFusion
+    from tests.models.conftest import TINY
+
+    model = ParallelFusion(
+        BackboneConfig(config=dict(TINY), num_text_layers=1),
+        VisionConfig(image_size=32, encoder="resnet18", num_layers=0, freeze_encoder=freeze),
+        num_cross_layers=1,
+    ).train()
+    encoder = model.vision.embed.encoder
+    assert encoder.training is not freeze
+    stats = {k: v.clone() for k, v in encoder.state_dict().items() if "running" in k}
+    model(pixel_values=torch.randn(4, 1, 32, 32) * 3 + 1).logits.sum().backward()
+    changed = [k for k, v in stats.items() if not torch.equal(v, encoder.state_dict()[k])]
+    assert (not changed) if freeze else changed
+    model.eval()
+    model.train()
+    assert encoder.training is not freeze

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,12 +27,24 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PretrainedConfig,
+)
 from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
 
 from medllama_fusion.models.layers import LlamaBlockStack
 
-__all__ = ["BackboneConfig", "LlamaBackbone", "quantize_linear_layers", "resolve_dtype"]
+__all__ = [
+    "BackboneConfig",
+    "LlamaBackbone",
+    "quantize_linear_layers",
+    "quantized_device",
+    "resolve_dtype",
+]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ATTN = ("sdpa", "eager")
@@ -74,12 +88,17 @@ class BackboneConfig:
     Args:
         pretrained: Hub id, local directory (``save_pretrained`` layout) or path to a ``.gguf``
             file. Resolved offline when ``local_files_only``.
+        random_init: With ``pretrained``: read only the architecture (``config.json`` of the
+            directory or cached hub id, or the GGUF metadata) and build that shape with random
+            weights seeded by ``init_seed``; no weight is loaded. The control run "same
+            architecture, no pretraining".
         gguf_file: GGUF file name inside ``pretrained`` (a directory or hub repo).
         config: ``LlamaConfig`` keyword arguments for a randomly initialised backbone (tests,
             quickstart). Initialisation is deterministic by ``init_seed`` regardless of the
             global RNG, so the frozen base can be rebuilt bit-identically.
-        init_seed: Seed of the random initialisation (``config`` only).
-        init_device: Device the random base is built and initialised on (``config`` only):
+        init_seed: Seed of the random initialisation (``config`` or ``random_init``).
+        init_device: Device the random base is built and initialised on (``config`` or
+            ``random_init``):
             ``"cpu"`` (default) or e.g. ``"cuda"``, which builds a LLaMA-2-7B-size base in
             seconds. The random values depend on the device's generator, so a checkpoint of a
             random-base model must be rebuilt with the same ``init_device``.
@@ -95,6 +114,7 @@ class BackboneConfig:
     """
 
     pretrained: str | None = None
+    random_init: bool = False
     gguf_file: str | None = None
     config: dict[str, Any] | None = None
     init_seed: int = 0
@@ -113,6 +133,11 @@ class BackboneConfig:
             raise ValueError(
                 "BackboneConfig needs exactly one of `pretrained` (hub id, directory or .gguf "
                 "file) and `config` (LlamaConfig kwargs for a random backbone)."
+            )
+        if self.random_init and self.pretrained is None:
+            raise ValueError(
+                "BackboneConfig.random_init=True needs `pretrained` (the source of the "
+                "architecture); with `config` the backbone is random already."
             )
         if self.num_text_layers < 0:
             raise ValueError(
@@ -147,9 +172,10 @@ class BackboneConfig:
         """Human-readable name of the weights' source (for error messages)."""
         if self.pretrained is None:
             return f"random config (init_seed={self.init_seed})"
-        if self.gguf_file:
-            return str(Path(self.pretrained) / self.gguf_file)
-        return self.pretrained
+        name = str(Path(self.pretrained) / self.gguf_file) if self.gguf_file else self.pretrained
+        if self.random_init:
+            return f"architecture of {name} with random weights (init_seed={self.init_seed})"
+        return name
 
 
 def _split_gguf(cfg: BackboneConfig) -> tuple[str, str | None]:
@@ -195,6 +221,24 @@ def _safetensors_files(directory: Path) -> list[Path]:
         return sorted({directory / name for name in weight_map.values()})
     single = directory / "model.safetensors"
     return [single] if single.is_file() else []
+
+
+def _checkpoint_dir(pretrained: str, revision: str | None) -> Path | None:
+    """Local folder holding the checkpoint files, or ``None`` when not found.
+
+    That is the directory itself, or for a hub id its snapshot in the local Hugging Face cache
+    (resolved offline).
+    """
+    if Path(pretrained).is_dir():
+        return Path(pretrained)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(pretrained, revision=revision, local_files_only=True)
+    except (HFValidationError, LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return Path(folder)
 
 
 def _verify_against_safetensors(
@@ -254,6 +298,28 @@ def _verify_against_gguf(
         elif not torch.equal(ref.to(loaded.dtype), loaded.detach().cpu()):
             problems.append(f"{name}: values differ from {path.name}")
     return problems
+
+
+def quantized_device() -> str:
+    """Device a bitsandbytes-quantized checkpoint is loaded onto in this process.
+
+    Under DDP every rank loads onto its own GPU: ``cuda:$LOCAL_RANK`` (set by torchrun and
+    Lightning's launcher), unless that index is not visible (one GPU per process through
+    ``CUDA_VISIBLE_DEVICES``), then the current CUDA device; ``"cpu"`` without CUDA.
+
+    Returns:
+        A device string for ``device_map={"": device}``.
+    """
+    if not torch.cuda.is_available():
+        return "cpu"
+    local_rank = os.environ.get("LOCAL_RANK")
+    if (
+        local_rank is not None
+        and local_rank.isdigit()
+        and int(local_rank) < torch.cuda.device_count()
+    ):
+        return f"cuda:{int(local_rank)}"
+    return f"cuda:{torch.cuda.current_device()}"
 
 
 def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dtype) -> int:
@@ -333,7 +399,13 @@ class LlamaBackbone(nn.Module):
         needed = config.num_text_layers + num_extra_layers
         self.loading_report: dict[str, Any] = {"source": config.source_name()}
         if config.config is not None:
-            model = self._build_random(config, needed)
+            kwargs = dict(config.config)
+            kwargs.setdefault("tie_word_embeddings", False)
+            model = self._build_random(config, LlamaConfig(**kwargs), needed)
+        elif config.random_init:
+            pretrained, gguf_file = _split_gguf(config)
+            architecture = self._load_config(config, pretrained, gguf_file)
+            model = self._build_random(config, architecture, needed)
         else:
             model = self._load_pretrained(config, needed)
         inner: Any = model.model
@@ -363,11 +435,28 @@ class LlamaBackbone(nn.Module):
             "VisionConfig.num_layers or num_cross_layers, or use blocks_init='random'."
         )
 
-    def _build_random(self, cfg: BackboneConfig, needed: int) -> nn.Module:
-        assert cfg.config is not None
-        kwargs = dict(cfg.config)
-        kwargs.setdefault("tie_word_embeddings", False)
-        llama_config = LlamaConfig(**kwargs)
+    def _load_config(
+        self, cfg: BackboneConfig, pretrained: str, gguf_file: str | None
+    ) -> PretrainedConfig:
+        """The source's transformers config (``config.json`` or GGUF metadata), offline-aware."""
+        common: dict[str, Any] = {"local_files_only": cfg.local_files_only}
+        if cfg.revision is not None:
+            common["revision"] = cfg.revision
+        if gguf_file is not None:
+            common["gguf_file"] = gguf_file
+        try:
+            llama_config = AutoConfig.from_pretrained(pretrained, **common)
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(
+                f"BackboneConfig.pretrained={cfg.pretrained!r}: cannot load a config ({err}); "
+                "pass a local directory with config.json, a .gguf file, or a cached hub id."
+            ) from err
+        _check_llama_config(llama_config, cfg)
+        return llama_config  # type: ignore[no-any-return]
+
+    def _build_random(
+        self, cfg: BackboneConfig, llama_config: PretrainedConfig, needed: int
+    ) -> nn.Module:
         llama_config._attn_implementation = cfg.attn_implementation
         if needed > llama_config.num_hidden_layers:
             raise self._layers_available_error(llama_config.num_hidden_layers, needed)
@@ -376,6 +465,8 @@ class LlamaBackbone(nn.Module):
         # Only the layers that are kept are built (a 7B-size base would otherwise cost
         # 27 GB and minutes); values are a deterministic function of (config, seed, needed).
         llama_config.num_hidden_layers = max(needed, 1)
+        if getattr(llama_config, "layer_types", None) is not None:
+            llama_config.layer_types = llama_config.layer_types[: max(needed, 1)]
         device = torch.device(cfg.init_device)
         with _seeded(cfg.init_seed, device), device:
             model = _RandomLlama(llama_config)
@@ -384,6 +475,8 @@ class LlamaBackbone(nn.Module):
             for layer in model.model.layers[:needed]:
                 quantize_linear_layers(layer, cfg.quantization, self.dtype_)
         self.loading_report.update(verified="random init", num_layers=needed)
+        if cfg.random_init:
+            self.loading_report["architecture_from"] = cfg.pretrained
         return model
 
     def _load_pretrained(self, cfg: BackboneConfig, needed: int) -> nn.Module:
@@ -394,14 +487,7 @@ class LlamaBackbone(nn.Module):
         if gguf_file is not None:
             common["gguf_file"] = gguf_file
         source = cfg.source_name() if gguf_file is None else str(Path(pretrained) / gguf_file)
-        try:
-            llama_config = AutoConfig.from_pretrained(pretrained, **common)
-        except (OSError, ValueError) as err:
-            raise FileNotFoundError(
-                f"BackboneConfig.pretrained={cfg.pretrained!r}: cannot load a config ({err}); "
-                "pass a local directory with config.json, a .gguf file, or a cached hub id."
-            ) from err
-        _check_llama_config(llama_config, cfg)
+        llama_config = self._load_config(cfg, pretrained, gguf_file)
         available = int(llama_config.num_hidden_layers)
         if needed > available:
             raise self._layers_available_error(available, needed)
@@ -428,7 +514,7 @@ class LlamaBackbone(nn.Module):
                 )
             else:
                 kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-            kwargs["device_map"] = {"": "cuda:0" if torch.cuda.is_available() else "cpu"}
+            kwargs["device_map"] = {"": quantized_device()}
         loaded: Any = AutoModelForCausalLM.from_pretrained(pretrained, **kwargs)
         model: Any = loaded[0]
         info: dict[str, Any] = loaded[1]
@@ -442,12 +528,19 @@ class LlamaBackbone(nn.Module):
         problems += [str(m) for m in info.get("error_msgs", ())]
         files: list[Path] = []
         compared = 0
-        if not problems and gguf_file is not None and Path(source).is_file():
+        checkpoint_dir = _checkpoint_dir(pretrained, cfg.revision)
+        gguf_path: Path | None = None
+        if gguf_file is not None:
+            if Path(source).is_file():
+                gguf_path = Path(source)
+            elif checkpoint_dir is not None and (checkpoint_dir / gguf_file).is_file():
+                gguf_path = checkpoint_dir / gguf_file
+        if not problems and gguf_path is not None:
             kept = {n: t for n, t in model.state_dict().items() if n.startswith(prefixes)}
-            problems = _verify_against_gguf(kept, Path(source), llama_config)
-            files, compared = [Path(source)], len(kept)
-        elif not problems and gguf_file is None and Path(pretrained).is_dir():
-            files = _safetensors_files(Path(pretrained))
+            problems = _verify_against_gguf(kept, gguf_path, llama_config)
+            files, compared = [gguf_path], len(kept)
+        elif not problems and gguf_file is None and checkpoint_dir is not None:
+            files = _safetensors_files(checkpoint_dir)
             if files:
                 tensors = {
                     name: tensor
@@ -484,6 +577,12 @@ class LlamaBackbone(nn.Module):
         if cfg.quantization is not None and not use_bnb_config:
             for layer in model.model.layers[:needed]:
                 quantize_linear_layers(layer, cfg.quantization, self.dtype_)
+        if not files:
+            warnings.warn(
+                f"backbone {source!r}: no local checkpoint file was found to compare the loaded "
+                "tensors with; only transformers' loading report was checked.",
+                stacklevel=3,
+            )
         self.loading_report.update(
             verified=("gguf" if gguf_file else "safetensors") if files else "loading-info",
             files=[str(f) for f in files],
@@ -569,8 +668,11 @@ class LlamaBackbone(nn.Module):
 
 
 class _RandomLlama(nn.Module):
-    """Minimal causal-LM-shaped holder (``.model``) for a seeded random ``LlamaModel``."""
+    """Minimal causal-LM-shaped holder (``.model``) for a seeded random base model."""
 
-    def __init__(self, config: LlamaConfig) -> None:
+    def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
-        self.model = LlamaModel(config)
+        if type(config) is LlamaConfig:
+            self.model: Any = LlamaModel(config)
+        else:  # another LLaMA-family architecture read from a pretrained source
+            self.model = AutoModel.from_config(config)

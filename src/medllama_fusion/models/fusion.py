@@ -25,10 +25,13 @@ frozen and LoRA-adapted. With ``blocks_init="random"`` vision/cross blocks are n
 full (no LoRA). Patch/position embeddings, ``context_layernorm`` of cross blocks, the final
 per-modality norms and the head always train. Token embeddings are always frozen.
 
-Modality dropout (``modality_dropout=p``, training only): with probability ``p`` per sample one
-of the two modalities (chosen uniformly) is dropped: its cross-attention updates to the other
-stream and its head contribution are multiplied by 0. Forwarding with ``input_ids=None`` or
-``pixel_values=None`` runs the model on the other modality only.
+Missing modalities: forwarding with ``input_ids=None`` or ``pixel_values=None`` runs the model on
+the other modality only. Per sample, ``text_present`` / ``image_present`` (``[B]`` bool) mark a
+modality as absent: that sample is computed exactly as if the modality were missing (the other
+stream passes the cross layers unchanged and the absent modality's head contribution is zeroed).
+
+Modality dropout (``modality_dropout=p``, training only): with probability ``p`` each sample that
+has both modalities loses one of them (chosen uniformly), by the same per-sample mechanism.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ __all__ = [
 ]
 
 _BASE_FLAG = "_medllama_base"
+_TRAINABLE_DTYPE = torch.float32
 _BLOCKS_INIT = ("backbone", "random")
 DEFAULT_VISION = VisionConfig()
 DEFAULT_LORA = LoraSettings()
@@ -93,7 +97,8 @@ class FusionContext:
         text_key_mask: ``[B, 1, 1, L]`` bool key mask for image→text cross-attention.
         text_rope: RoPE ``(cos, sin)`` for the text positions.
         image_rope: RoPE ``(cos, sin)`` for the patch positions.
-        text_keep: ``[B, 1]`` 1/0 presence of text per sample (modality dropout) or ``None``.
+        text_keep: ``[B, 1]`` 1/0 presence of text per sample (``text_present`` combined with
+            modality dropout) or ``None`` (all present).
         image_keep: ``[B, 1]`` 1/0 presence of the image per sample or ``None``.
     """
 
@@ -106,12 +111,27 @@ class FusionContext:
     image_keep: Tensor | None = None
 
 
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+def _add(a: Tensor | None, b: Tensor | None, keep: Tensor | None = None) -> Tensor | None:
+    """``a + b``; where ``keep`` (``[B, 1]``) is 0 the sample keeps ``a`` alone."""
     if a is None:
         return b
     if b is None:
         return a
-    return a + b
+    if keep is None:
+        return a + b
+    return torch.where(keep[:, :, None] > 0, a + b, a)
+
+
+def _presence(present: Tensor | None, batch: int, name: str, device: torch.device) -> Tensor | None:
+    """Check a ``[B]`` presence flag and return it as a ``[B, 1]`` bool tensor (or ``None``)."""
+    if present is None:
+        return None
+    if present.dim() != 1 or present.shape[0] != batch:
+        raise ValueError(
+            f"{name} must be a [B] tensor with B={batch} (one flag per sample), "
+            f"got shape {tuple(present.shape)}."
+        )
+    return present.to(device=device, dtype=torch.bool)[:, None]
 
 
 class FusionModel(nn.Module, ABC):
@@ -168,8 +188,10 @@ class FusionModel(nn.Module, ABC):
         )
         self.backbone = LlamaBackbone(backbone, num_extra_layers=extra)
         llama_config = self.backbone.llama_config
-        dtype = self.backbone.dtype
         hidden = self.backbone.hidden_size
+        # Everything created here trains and stays float32 whatever the base dtype: in bf16 an
+        # update below ~0.4 % of a weight rounds away (1 - 1e-4 == 1). Inputs are cast where
+        # low-precision base modules and float32 trainable modules meet.
 
         lora_blocks = [f"backbone.text_stack.layers.{i}" for i in range(len(self.backbone.layers))]
         if vision_from_backbone:
@@ -177,26 +199,27 @@ class FusionModel(nn.Module, ABC):
             lora_blocks += [f"vision.stack.layers.{i}" for i in range(vision.num_layers)]
         else:
             vision_layers = [
-                new_decoder_layer(llama_config).to(dtype) for _ in range(vision.num_layers)
+                new_decoder_layer(llama_config).to(_TRAINABLE_DTYPE)
+                for _ in range(vision.num_layers)
             ]
         self.vision = VisionEncoder(vision, hidden, vision_layers)
-        self.vision.embed.to(dtype)
+        self.vision.embed.to(_TRAINABLE_DTYPE)
 
         def cross_layers(count: int, name: str) -> nn.ModuleList:
             if cross_from_backbone:
                 sources = self.backbone.take_extra_layers(count)
                 lora_blocks.extend(f"{name}.{i}" for i in range(count))
                 return nn.ModuleList(CrossAttentionLayer(llama_config, s) for s in sources)
-            return nn.ModuleList(CrossAttentionLayer(llama_config).to(dtype) for _ in range(count))
+            return nn.ModuleList(
+                CrossAttentionLayer(llama_config).to(_TRAINABLE_DTYPE) for _ in range(count)
+            )
 
         self.early_cross = cross_layers(num_early, "early_cross")
         self.late_cross = cross_layers(num_late, "late_cross")
-        for layer in [*self.early_cross, *self.late_cross]:
-            layer.text_to_image.context_layernorm.to(dtype)
-            layer.image_to_text.context_layernorm.to(dtype)
-        self.text_norm = LlamaRMSNorm(hidden, eps=llama_config.rms_norm_eps).to(dtype)
-        self.image_norm = LlamaRMSNorm(hidden, eps=llama_config.rms_norm_eps).to(dtype)
-        self.head = ClassificationHead(hidden, num_labels, dropout).to(dtype)
+        norm_eps = llama_config.rms_norm_eps
+        self.text_norm = LlamaRMSNorm(hidden, eps=norm_eps).to(_TRAINABLE_DTYPE)
+        self.image_norm = LlamaRMSNorm(hidden, eps=norm_eps).to(_TRAINABLE_DTYPE)
+        self.head = ClassificationHead(hidden, num_labels, dropout).to(_TRAINABLE_DTYPE)
         self.set_gradient_checkpointing(backbone.gradient_checkpointing)
 
         self.lora_modules: list[str] = []
@@ -243,7 +266,12 @@ class FusionModel(nn.Module, ABC):
 
     # ------------------------------------------------------------------ steps
     def prepare(
-        self, input_ids: Tensor | None, attention_mask: Tensor | None, pixel_values: Tensor | None
+        self,
+        input_ids: Tensor | None,
+        attention_mask: Tensor | None,
+        pixel_values: Tensor | None,
+        text_present: Tensor | None = None,
+        image_present: Tensor | None = None,
     ) -> FusionContext:
         """Validate shapes and build masks, RoPE and modality-keep flags once per forward.
 
@@ -251,6 +279,8 @@ class FusionModel(nn.Module, ABC):
             input_ids: ``[B, L]`` or ``None``.
             attention_mask: ``[B, L]`` (1 = token, 0 = pad) or ``None`` (all tokens valid).
             pixel_values: ``[B, C, H, W]`` or ``None``.
+            text_present: ``[B]`` bool, False for samples without a report, or ``None``.
+            image_present: ``[B]`` bool, False for samples without an image, or ``None``.
 
         Returns:
             The context passed to every step.
@@ -286,6 +316,12 @@ class FusionModel(nn.Module, ABC):
                 )
             probe = torch.empty(0, dtype=dtype, device=pixel_values.device)
             ctx.image_rope = self.backbone.rotary(probe, self.vision.num_patches)
+        text_keep = image_keep = None
+        if input_ids is not None:
+            text_keep = _presence(text_present, batch, "text_present", input_ids.device)
+        if pixel_values is not None:
+            batch = pixel_values.shape[0]
+            image_keep = _presence(image_present, batch, "image_present", pixel_values.device)
         if (
             self.training
             and self.modality_dropout > 0
@@ -293,10 +329,17 @@ class FusionModel(nn.Module, ABC):
             and pixel_values is not None
         ):
             device = input_ids.device
-            drop = torch.rand(input_ids.shape[0], 1, device=device) < self.modality_dropout
-            drop_text = drop & (torch.rand(input_ids.shape[0], 1, device=device) < 0.5)
-            ctx.text_keep = (~drop_text).to(dtype)
-            ctx.image_keep = (~(drop & ~drop_text)).to(dtype)
+            drop = torch.rand(batch, 1, device=device) < self.modality_dropout
+            # only samples that have both modalities can lose one
+            for keep in (text_keep, image_keep):
+                if keep is not None:
+                    drop = drop & keep
+            drop_text = drop & (torch.rand(batch, 1, device=device) < 0.5)
+            drop_image = drop & ~drop_text
+            text_keep = ~drop_text if text_keep is None else text_keep & ~drop_text
+            image_keep = ~drop_image if image_keep is None else image_keep & ~drop_image
+        ctx.text_keep = text_keep.to(dtype) if text_keep is not None else None
+        ctx.image_keep = image_keep.to(dtype) if image_keep is not None else None
         return ctx
 
     def embed_text(self, input_ids: Tensor, ctx: FusionContext) -> Tensor:
@@ -304,8 +347,11 @@ class FusionModel(nn.Module, ABC):
         return self.backbone.embed(input_ids)
 
     def embed_image(self, pixel_values: Tensor, ctx: FusionContext) -> Tensor:
-        """Patch tokens ``[B, P, D]`` (patchify / torchvision tokeniser + position embedding)."""
-        return self.vision.tokens(pixel_values)
+        """Patch tokens ``[B, P, D]`` (patchify / torchvision tokeniser + position embedding).
+
+        The float32 tokeniser's output is cast to the base dtype, the dtype of both streams.
+        """
+        return self.vision.tokens(pixel_values).to(self.backbone.dtype)
 
     def encode_text(self, text: Tensor | None, ctx: FusionContext) -> Tensor | None:
         """Run the text stack (pretrained layers, RoPE, padding mask); ``None`` passes through."""
@@ -329,6 +375,9 @@ class FusionModel(nn.Module, ABC):
     ) -> tuple[Tensor | None, Tensor | None]:
         """Run cross layers; with a missing modality the streams pass through unchanged.
 
+        Per sample, a stream whose other modality is absent (keep flag 0) passes through
+        unchanged too.
+
         Args:
             layers: ``self.early_cross`` or ``self.late_cross`` (or your own list).
             text: ``[B, L, D]`` or ``None``.
@@ -343,7 +392,14 @@ class FusionModel(nn.Module, ABC):
         text_gate = ctx.text_keep[:, :, None] if ctx.text_keep is not None else None
         image_gate = ctx.image_keep[:, :, None] if ctx.image_keep is not None else None
         for layer in layers:
-            text, image = layer(text, image, ctx.text_key_mask, None, text_gate, image_gate)
+            new_text, new_image = layer(text, image, ctx.text_key_mask, None, text_gate, image_gate)
+            # a sample without the other modality passes through unchanged, exactly as when
+            # that modality is missing for the whole batch
+            if image_gate is not None:
+                new_text = torch.where(image_gate > 0, new_text, text)
+            if text_gate is not None:
+                new_image = torch.where(text_gate > 0, new_image, image)
+            text, image = new_text, new_image
         return text, image
 
     @abstractmethod
@@ -382,6 +438,8 @@ class FusionModel(nn.Module, ABC):
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         pixel_values: Tensor | None = None,
+        text_present: Tensor | None = None,
+        image_present: Tensor | None = None,
     ) -> FusionOutput:
         """Classify a batch; either modality may be ``None``.
 
@@ -389,11 +447,16 @@ class FusionModel(nn.Module, ABC):
             input_ids: ``[B, L]`` token ids (right-padded).
             attention_mask: ``[B, L]`` 1 = token, 0 = pad.
             pixel_values: ``[B, C, H, W]`` images.
+            text_present: ``[B]`` bool; a sample with False is treated exactly like a sample
+                whose text is missing (its values in ``input_ids`` are ignored).
+            image_present: ``[B]`` bool; a sample with False is treated exactly like a sample
+                whose image is missing (its ``pixel_values`` are ignored).
 
         Returns:
-            Logits and pooled features.
+            Logits and pooled features (features of an absent modality are meaningless for
+            that sample).
         """
-        ctx = self.prepare(input_ids, attention_mask, pixel_values)
+        ctx = self.prepare(input_ids, attention_mask, pixel_values, text_present, image_present)
         text = self.embed_text(input_ids, ctx) if input_ids is not None else None
         image = self.embed_image(pixel_values, ctx) if pixel_values is not None else None
         text, image = self.fuse(text, image, ctx)
@@ -417,6 +480,9 @@ class FusionModel(nn.Module, ABC):
         Contains LoRA weights, new layers, norms, the head, trainable parameters and
         persistent buffers of new modules (also a frozen torchvision encoder). Keys are the
         model's ``state_dict`` keys, stable across rebuilds.
+
+        Kept by hand because PEFT's ``get_peft_model_state_dict`` covers only the LoRA part
+        (the same tensors, keys without ``.default``), not the new modules PEFT does not know.
 
         Returns:
             The adapter state (tensors detached, on their current device).
@@ -496,7 +562,10 @@ class ParallelFusion(FusionModel):
         if text is None or image is None:
             return text_out, image_out
         cross_text, cross_image = self.cross(self.early_cross, text, image, ctx)
-        return _add(text_out, cross_text), _add(image_out, cross_image)
+        return (
+            _add(text_out, cross_text, ctx.image_keep),
+            _add(image_out, cross_image, ctx.text_keep),
+        )
 
 
 class SerialFusion(FusionModel):
@@ -528,5 +597,8 @@ class MixedFusion(FusionModel):
             return text_out, image_out
         cross_text, cross_image = self.cross(self.early_cross, text, image, ctx)
         return self.cross(
-            self.late_cross, _add(text_out, cross_text), _add(image_out, cross_image), ctx
+            self.late_cross,
+            _add(text_out, cross_text, ctx.image_keep),
+            _add(image_out, cross_image, ctx.text_keep),
+            ctx,
         )

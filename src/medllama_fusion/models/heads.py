@@ -83,9 +83,9 @@ class ClassificationHead(nn.Module):
         ):
             if features is None:
                 continue
-            part = self.act(proj(features))
+            part = self.act(proj(features.to(proj.weight.dtype)))
             if keep is not None:
-                part = part * keep
+                part = part.where(keep > 0, 0.0)  # where(): non-finite features cannot leak
             combined = part if combined is None else combined + part
         if combined is None:
             raise ValueError("ClassificationHead needs text_features or image_features.")

@@ -36,6 +36,7 @@ __all__ = [
     "build_self_attention_mask",
     "key_padding_mask",
     "new_decoder_layer",
+    "share_weights_copy",
 ]
 
 RotaryEmbeddings = tuple[Tensor, Tensor]
@@ -155,17 +156,51 @@ class LlamaBlockStack(nn.Module):
         return hidden_states
 
 
+def share_weights_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with new module objects but the same parameter and buffer tensors.
+
+    Wrapping a submodule of the copy (e.g. PEFT replacing a ``Linear`` by a LoRA layer) leaves
+    the original untouched, while the weights exist once in memory.
+
+    Args:
+        module: The module to copy.
+
+    Returns:
+        The structural copy.
+    """
+    memo: dict[int, object] = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return copy.deepcopy(module, memo)
+
+
+def _compute_dtype(block: nn.Module, default: torch.dtype) -> torch.dtype:
+    """Dtype a LLaMA-style block computes in: that of its ``input_layernorm`` weight.
+
+    Norms are never quantized, so this is the base dtype for a frozen (possibly quantized)
+    block and float32 for a new, fully trained one.
+    """
+    norm = getattr(block, "input_layernorm", None)
+    weight = getattr(norm, "weight", None)
+    return weight.dtype if isinstance(weight, Tensor) else default
+
+
 def _run_decoder_layer(
     layer: nn.Module,
     hidden_states: Tensor,
     attention_mask: Tensor | None,
     position_embeddings: RotaryEmbeddings,
 ) -> Tensor:
+    stream_dtype = hidden_states.dtype
+    compute = _compute_dtype(layer, stream_dtype)
+    if compute != stream_dtype:  # a float32 trained block inside a low-precision stream
+        hidden_states = hidden_states.to(compute)
+        cos, sin = position_embeddings
+        position_embeddings = (cos.to(compute), sin.to(compute))
     out = layer(
         hidden_states, attention_mask=attention_mask, position_embeddings=position_embeddings
     )
     # transformers < 4.54 returned a tuple
-    return out[0] if isinstance(out, tuple) else out
+    out = out[0] if isinstance(out, tuple) else out
+    return out.to(stream_dtype)  # type: ignore[no-any-return]
 
 
 class CrossAttention(nn.Module):
@@ -259,13 +294,13 @@ class CrossAttentionBlock(nn.Module):
             self.mlp = source.mlp  # type: ignore[assignment]
             self.input_layernorm = source.input_layernorm  # type: ignore[assignment]
             self.post_attention_layernorm = source.post_attention_layernorm  # type: ignore[assignment]
-        self.context_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        # trainable: float32 even when the adopted (frozen) modules are low precision
+        self.context_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps).float()
         if source is not None:
             ref = self.input_layernorm.weight
             assert isinstance(ref, Tensor)
             with torch.no_grad():
                 self.context_layernorm.weight.copy_(ref.detach().to(torch.float32))
-            self.context_layernorm.to(ref.dtype)
 
     def forward(
         self, hidden_states: Tensor, context: Tensor, key_mask: Tensor | None, gate: Tensor | None
@@ -282,21 +317,26 @@ class CrossAttentionBlock(nn.Module):
         Returns:
             ``[B, Lq, D]``.
         """
-        attn = self.cross_attn(
-            self.input_layernorm(hidden_states), self.context_layernorm(context), key_mask
-        )
+        stream_dtype = hidden_states.dtype
+        compute = _compute_dtype(self, stream_dtype)
+        hidden_states = hidden_states.to(compute)
+        context = self.context_layernorm(context.to(compute)).to(compute)
+        attn = self.cross_attn(self.input_layernorm(hidden_states), context, key_mask)
         if gate is not None:
-            attn = attn * gate
+            attn = attn * gate.to(attn.dtype)
         hidden_states = hidden_states + attn
-        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        out = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+        return out.to(stream_dtype)  # type: ignore[no-any-return]
 
 
 class CrossAttentionLayer(nn.Module):
     """Bidirectional cross-attention: text attends to image and image attends to text.
 
     Both directions read the inputs of the layer (not each other's output), so the layer is
-    symmetric. When initialised from a pretrained decoder layer, ``text_to_image`` adopts its
-    modules and ``image_to_text`` gets a deep copy (one backbone layer per cross layer).
+    symmetric. When initialised from a pretrained decoder layer (one backbone layer per cross
+    layer), ``text_to_image`` adopts its modules and ``image_to_text`` gets its own module
+    objects that hold the **same** frozen weight tensors (no second copy in memory); adapters
+    added later (LoRA) are separate per direction, because they wrap distinct modules.
 
     Args:
         config: Backbone config.
@@ -305,7 +345,7 @@ class CrossAttentionLayer(nn.Module):
 
     def __init__(self, config: LlamaConfig, source: nn.Module | None = None) -> None:
         super().__init__()
-        copy_source = copy.deepcopy(source) if source is not None else None
+        copy_source = share_weights_copy(source) if source is not None else None
         self.text_to_image = CrossAttentionBlock(config, source)
         self.image_to_text = CrossAttentionBlock(config, copy_source)
         self.gradient_checkpointing = False

@@ -39,7 +39,8 @@ class VisionConfig:
         encoder: ``"patchify" | "vit_b_16" | "resnet18" | "resnet50"``.
         encoder_weights: Local state-dict file for a torchvision encoder (``torch.load`` with
             ``weights_only=True``); ``None`` = random init.
-        freeze_encoder: Freeze the torchvision encoder (its projection still trains).
+        freeze_encoder: Freeze the torchvision encoder (its projection still trains). A frozen
+            encoder stays in eval mode, so its BatchNorm statistics do not change either.
         num_layers: Number of LLaMA-style vision blocks after the tokeniser.
         init_from_backbone: Initialise the vision blocks from pretrained backbone layers
             (frozen + LoRA) or randomly (fully trained). ``None`` follows the fusion model's
@@ -137,6 +138,7 @@ class TorchvisionEmbedding(nn.Module):
         else:
             features = int(net.fc.in_features)  # type: ignore[union-attr, arg-type]
             self.encoder = nn.Sequential(*list(net.children())[:-2])
+        self.freeze_encoder = config.freeze_encoder
         if config.freeze_encoder:
             for param in self.encoder.parameters():
                 param.requires_grad_(False)
@@ -145,9 +147,25 @@ class TorchvisionEmbedding(nn.Module):
         with torch.no_grad():
             probe = torch.zeros(1, 3, config.image_size, config.image_size)
             self.num_patches = int(self._features(probe).shape[1])
-        self.encoder.train()
+        self.train()
         self.position_embedding = nn.Parameter(torch.zeros(1, self.num_patches, hidden_size))
         nn.init.trunc_normal_(self.position_embedding, std=0.02)
+
+    def train(self, mode: bool = True) -> TorchvisionEmbedding:
+        """Set the training mode; a frozen encoder always stays in eval mode.
+
+        A frozen encoder keeps its BatchNorm running statistics (and disables its dropout).
+
+        Args:
+            mode: Training (True) or evaluation (False) mode.
+
+        Returns:
+            ``self``.
+        """
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
     def _features(self, images: Tensor) -> Tensor:
         if self.is_vit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import cast_adapter_dtype
 from torch import nn
 
 from medllama_fusion.tuners.lora.config import LORA_TARGET_MODULES, LoraSettings
@@ -19,7 +20,8 @@ def inject_lora(
 
     Only modules whose full name starts with one of ``block_prefixes`` are adapted, so newly
     created, fully trained blocks stay LoRA-free. ``requires_grad`` is NOT managed here (PEFT
-    marks only adapters trainable); the caller sets it afterwards.
+    marks only adapters trainable); the caller sets it afterwards. Adapter weights are float32
+    whatever the dtype of the adapted layers.
 
     Args:
         model: The model to modify in place.
@@ -60,4 +62,7 @@ def inject_lora(
         bias="none",
     )
     inject_adapter_in_model(config, model)
+    # LoRA weights train in float32 above a bf16/fp16 base (what get_peft_model's
+    # autocast_adapter_dtype does); PEFT casts inputs and outputs around them.
+    cast_adapter_dtype(model, adapter_name="default", autocast_adapter_dtype=True)
     return names
