@@ -32,9 +32,9 @@ class GatedFusion(FusionModel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         hidden = self.backbone.hidden_size
-        dtype = self.backbone.dtype
-        self.text_gate = nn.Parameter(torch.zeros(hidden, dtype=dtype))
-        self.image_gate = nn.Parameter(torch.zeros(hidden, dtype=dtype))
+        # Trainable tensors stay float32 above a bf16/fp16 base (optimizer updates must not round).
+        self.text_gate = nn.Parameter(torch.zeros(hidden, dtype=torch.float32))
+        self.image_gate = nn.Parameter(torch.zeros(hidden, dtype=torch.float32))
 
     def fuse(
         self, text: Tensor | None, image: Tensor | None, ctx: FusionContext
@@ -48,8 +48,8 @@ class GatedFusion(FusionModel):
         late_text, late_image = self.cross(self.late_cross, text_out, image_out, ctx)
         assert early_text is not None and early_image is not None
         assert late_text is not None and late_image is not None
-        g_text = torch.sigmoid(self.text_gate)
-        g_image = torch.sigmoid(self.image_gate)
+        g_text = torch.sigmoid(self.text_gate).to(text_out.dtype)
+        g_image = torch.sigmoid(self.image_gate).to(image_out.dtype)
         fused_text = g_text * (text_out + early_text) + (1 - g_text) * late_text
         fused_image = g_image * (image_out + early_image) + (1 - g_image) * late_image
         return fused_text, fused_image
