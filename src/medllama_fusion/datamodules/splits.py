@@ -4,9 +4,10 @@
 iterative stratification (Sechidis, Tsoumakas & Vlahavas, 2011) over groups: each group (all
 images of one report, or all studies of one patient) carries the union of its samples' labels and
 is assigned as a whole, rarest label first, to the split that still lacks most positives of that
-label; every split with a non-zero share gets at least one positive of each class that has enough
-positives (``min_positives_per_split`` per such split). :func:`split_samples` is the plain seeded
-shuffle. :func:`positives_table` renders positives per class per split for the setup log.
+label; every split with a non-zero share first gets ``min_positives_per_split`` positive groups of
+each class that has enough of them (that many per such split), the rest follows the shares.
+:func:`split_samples` is the plain seeded shuffle. :func:`positives_table` renders positives per
+class per split for the setup log.
 """
 
 from __future__ import annotations
@@ -170,15 +171,16 @@ def stratified_split_samples(
     num_labels = max((max(labels) + 1 for labels in group_labels.values() if labels), default=0)
     positives = [sum(1 for k in keys if label in group_labels[k]) for label in range(num_labels)]
     active = [i for i, count in enumerate(capacity) if count > 0]
-    wanted: list[list[float]] = []
-    for count in positives:
-        row = [share * count for share in shares]
-        if count >= min_positives_per_split * len(active):
-            row = [
-                max(value, float(min_positives_per_split)) if i in active else value
-                for i, value in enumerate(row)
-            ]
-        wanted.append(row)
+    wanted = [[share * count for share in shares] for count in positives]
+    quota = [
+        [
+            min_positives_per_split
+            if i in active and count >= min_positives_per_split * len(active)
+            else 0
+            for i in range(3)
+        ]
+        for count in positives
+    ]
     assignment: dict[str, int] = {}
     remaining = set(keys)
 
@@ -188,8 +190,10 @@ def stratified_split_samples(
             best = max(capacity[i] for i in open_splits)
             choices = [i for i in open_splits if capacity[i] == best]
         else:
-            best_want = max(wanted[label][i] for i in open_splits)
-            choices = [i for i in open_splits if wanted[label][i] == best_want]
+            needy = [i for i in open_splits if quota[label][i] > 0]
+            pool = needy or open_splits
+            best_want = max(wanted[label][i] for i in pool)
+            choices = [i for i in pool if wanted[label][i] == best_want]
             best_cap = max(capacity[i] for i in choices)
             choices = [i for i in choices if capacity[i] == best_cap]
         split = choices[0] if len(choices) == 1 else rng.choice(choices)
@@ -197,6 +201,7 @@ def stratified_split_samples(
         capacity[split] -= 1
         for positive in group_labels[key]:
             wanted[positive][split] -= 1
+            quota[positive][split] = max(0, quota[positive][split] - 1)
         remaining.discard(key)
 
     while remaining and sum(capacity) > 0:
