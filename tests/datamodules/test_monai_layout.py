@@ -137,3 +137,61 @@ def test_ids_group_by_report_prefix_in_batches(tmp_path: Path) -> None:
             same = bool(batch["group_index"][a] == batch["group_index"][b])
             assert same == (reports[a] == reports[b])
     assert torch.equal(batch["index"], torch.arange(len(reports)))
+
+
+def test_generic_csv_patient_in_two_splits_is_a_leak(tmp_path: Path) -> None:
+    root = write_monai_root(tmp_path)
+    path = tmp_path / "generic.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "text", "patient", "split", "Edema"])
+        for i, name in enumerate(read_ids(root, "train.csv")[:12]):
+            split = ("train", "validate", "test")[i % 3]
+            writer.writerow([f"images/{name}", "FINDINGS : x.", f"p{i // 2}", split, i % 2])
+    options: dict[str, Any] = {
+        "image_column": "path",
+        "text_column": "text",
+        "tokenizer": str(root / "tokenizer"),
+        "split_column": "split",
+        "label_names": ["Edema"],
+        "image_size": 16,
+    }
+    CSVDataModule(str(path), **options).setup()  # without groups: no leak
+    with pytest.raises(SplitLeakError) as info:
+        CSVDataModule(str(path), group_column="patient", **options).setup()
+    message = str(info.value)
+    assert "split=train" in message and "split=val" in message and "report p0" in message
+
+
+def test_published_layout_fits_tests_and_predicts_every_row(tmp_path: Path) -> None:
+    from medllama_fusion.main import cli_main
+
+    root = write_monai_root(tmp_path / "data", index_column="")
+    conf = Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml"
+
+    def run(command: str, out: str, *extra: str) -> Any:
+        return cli_main(
+            [
+                command,
+                "--config",
+                str(conf),
+                "--data.init_args.root",
+                str(root),
+                "--trainer.default_root_dir",
+                str(tmp_path / out),
+                *extra,
+            ]
+        )
+
+    cli = run(
+        "fit", "fit", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"
+    )
+    assert sum(len(v) for v in cli.datamodule.samples.values()) == 60
+    (ckpt, *_) = sorted((tmp_path / "fit").rglob("*.ckpt"))
+    cli = run("test", "test", "--ckpt_path", str(ckpt))
+    assert cli.model.test_report is not None
+    run("predict", "predict", "--ckpt_path", str(ckpt))
+    (predictions,) = list((tmp_path / "predict").rglob("predictions.csv"))
+    with predictions.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert [row[0] for row in rows[1:]] == read_ids(root, "test.csv")  # every test row
