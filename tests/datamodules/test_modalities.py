@@ -122,6 +122,11 @@ def test_truncated_image_names_file_and_sample(demo_root: Path) -> None:
         all_batches(dm, "test")
     assert str(path) in str(info.value) and repr(first) in str(info.value)
     assert isinstance(info.value, InputError)
+    workers = make_dm(demo_root, verify_images=False, num_workers=1)
+    workers.setup()
+    with pytest.raises(ImageReadError) as info:
+        all_batches(workers, "test")
+    assert str(path) in str(info.value) and "Traceback" not in str(info.value)
 
 
 @pytest.mark.parametrize("modalities", ["[text]", "[image]", "[text, image]"])

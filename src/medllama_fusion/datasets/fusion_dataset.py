@@ -36,7 +36,18 @@ MODALITIES: tuple[str, ...] = ("text", "image")
 
 
 class ImageReadError(InputError):
-    """An image file could not be decoded while building a batch (names the file and sample)."""
+    """An image file could not be decoded while building a batch (names the file and sample).
+
+    A DataLoader worker re-raises it in the main process with the worker's traceback pasted into
+    the message; that traceback is cut here so the message stays the one line a user needs.
+    """
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        if "Original Traceback" in message and marker in message:
+            where = message.splitlines()[0].removeprefix("Caught ").rstrip(".")
+            message = f"{message.rsplit(marker, 1)[1].strip()} (raised {where})"
+        super().__init__(message)
 
 
 def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
