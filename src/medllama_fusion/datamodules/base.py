@@ -214,13 +214,13 @@ class FusionDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if max_length < 1:
-            raise ValueError(f"max_length must be >= 1; got {max_length}.")
+            raise InputError(f"max_length must be >= 1; got {max_length}.")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+            raise InputError(f"batch_size must be >= 1; got {batch_size}.")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0; got {num_workers}.")
+            raise InputError(f"num_workers must be >= 0; got {num_workers}.")
         if not label_names:
-            raise ValueError("label_names must name at least one label.")
+            raise InputError("label_names must name at least one label.")
         self.tokenizer_spec = str(tokenizer)
         self.label_names: list[str] = list(label_names)
         self.max_length = max_length
@@ -284,14 +284,14 @@ class FusionDataModule(pl.LightningDataModule):
         Used by ``FusionClassifier(pos_weight="auto")`` for ``negatives / positives`` per class.
 
         Raises:
-            ValueError: If a training sample has no labels.
+            InputError: If a training sample has no labels.
         """
         if not self.datasets:
             self.setup("fit")
         samples = self.samples["train"]
         unlabelled = [sample.id for sample in samples if sample.labels is None]
         if unlabelled:
-            raise ValueError(
+            raise InputError(
                 f"training samples {unlabelled[:10]} of {self.source_description()} have no "
                 "labels; every training sample needs its label columns."
             )

@@ -17,6 +17,7 @@ import random
 from collections.abc import Mapping, Sequence
 
 from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +53,17 @@ def split_counts(num_groups: int, sizes: Sequence[float] | Sequence[int]) -> tup
         ``(n_train, n_val, n_test)``.
 
     Raises:
-        ValueError: If ``sizes`` does not have three entries, mixes negative values, fractions do
+        InputError: If ``sizes`` does not have three entries, mixes negative values, fractions do
             not sum to 1, or counts exceed ``num_groups``.
     """
     if len(sizes) != 3:
-        raise ValueError(f"split_sizes needs three entries (train, val, test); got {sizes}.")
+        raise InputError(f"split_sizes needs three entries (train, val, test); got {sizes}.")
     if any(value < 0 for value in sizes):
-        raise ValueError(f"split_sizes must be non-negative; got {sizes}.")
+        raise InputError(f"split_sizes must be non-negative; got {sizes}.")
     if all(isinstance(value, int) and not isinstance(value, bool) for value in sizes):
         counts = (int(sizes[0]), int(sizes[1]), int(sizes[2]))
         if sum(counts) > num_groups:
-            raise ValueError(
+            raise InputError(
                 f"split_sizes {counts} ask for {sum(counts)} reports but only {num_groups} are "
                 "available; lower the counts or use fractions."
             )
@@ -76,7 +77,7 @@ def split_counts(num_groups: int, sizes: Sequence[float] | Sequence[int]) -> tup
         return counts
     fractions = [float(value) for value in sizes]
     if abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(
+        raise InputError(
             f"split_sizes fractions must sum to 1; got {sizes} (sum {sum(fractions)}). "
             "Pass three fractions or three integer counts."
         )
