@@ -51,7 +51,18 @@ def test_csv_layout_batches_follow_spec(demo_root: Path) -> None:
         if got is not None:
             assert torch.equal(got, labels)
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "labels", "ids"}
+    assert set(batch) == {
+        "input_ids",
+        "attention_mask",
+        "text_present",
+        "pixel_values",
+        "image_present",
+        "labels",
+        "ids",
+        "index",
+        "group_index",
+    }
+    assert batch["text_present"].all() and batch["image_present"].all()
     assert batch["input_ids"].dtype == torch.long and batch["attention_mask"].dtype == torch.long
     assert batch["pixel_values"].shape == (4, 1, 32, 32)
     assert batch["pixel_values"].dtype == torch.float32
@@ -89,7 +100,7 @@ def test_raw_layout_labels_frontal_views_and_groups(demo_root: Path) -> None:
         assert sample.image_path == demo_root / "NLMCXR_png" / f"{sample.id}.png"
     # the MONAI CSV (same data) gives the same label vector per image
     csv_labels = {
-        r["id"]: [float(r[MONAI_COLUMN_NAMES[n]]) for n in OPENI_LABELS]
+        r["id"].removesuffix(".png"): [float(r[MONAI_COLUMN_NAMES[n]]) for n in OPENI_LABELS]
         for name in ("train.csv", "validation.csv", "test.csv")
         for r in csv_rows(demo_root, name)
     }
@@ -245,8 +256,8 @@ def break_csv_layout(root: Path) -> dict[str, str]:
     """Missing image, corrupt image, empty report, unknown label column. Returns kind → id."""
     rows = csv_rows(root, "train.csv")
     missing, broken, empty = rows[0]["id"], rows[1]["id"], rows[2]["id"]
-    (root / "images" / f"{missing}.png").unlink()
-    corrupt(root / "images" / f"{broken}.png")
+    (root / "images" / missing).unlink()
+    corrupt(root / "images" / broken)
     rows[2]["report"] = "  "
     for row in rows:
         row["Mystery_Label"] = "0"
@@ -268,9 +279,9 @@ def test_csv_bad_input_error_lists_all_problems_once(demo_root: Path) -> None:
     with pytest.raises(DataProblemError) as info:
         dm.setup()
     message = str(info.value)
-    for kind, item in bad.items():
-        assert f"{kind} (1)" in message and item in message
-    assert len(info.value.problems) == 4
+    for kind in ("corrupt_image", "unknown_label_column"):
+        assert f"{kind} (1)" in message and bad[kind] in message
+    assert len(info.value.problems) == 2  # a missing modality is not a problem
 
 
 def test_csv_bad_input_skip_drops_and_reports(
@@ -278,15 +289,20 @@ def test_csv_bad_input_skip_drops_and_reports(
 ) -> None:
     bad = break_csv_layout(demo_root)
     dm = make_dm(demo_root, bad_input="skip")
-    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="dropping 3 sample"):
+    with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="dropping 1 sample"):
         dm.setup()
     kept = {s.id for s in dm.samples["train"]}
-    assert not kept & {bad["missing_image"], bad["corrupt_image"], bad["empty_report"]}
-    assert len(kept) == len(csv_rows(demo_root, "train.csv")) - 3
-    assert {p.kind for p in dm.problems} == set(bad)
-    assert bad["missing_image"] in caplog.text
-    for _batch in dm.train_dataloader():  # no crash mid-epoch
-        pass
+    assert bad["corrupt_image"] not in kept
+    assert {bad["missing_image"], bad["empty_report"]} <= kept  # one modality left: used
+    assert len(kept) == len(csv_rows(demo_root, "train.csv")) - 1
+    assert {p.kind for p in dm.problems} == {"corrupt_image", "unknown_label_column"}
+    assert [p.item for p in dm.summary["used without image"]] == [bad["missing_image"]]
+    assert [p.item for p in dm.summary["used without text"]] == [bad["empty_report"]]
+    assert bad["missing_image"] in caplog.text and "used without text (1)" in caplog.text
+    for batch in dm.train_dataloader():  # no crash mid-epoch; masks mark the missing ones
+        for i, sample_id in enumerate(batch["ids"]):
+            assert bool(batch["image_present"][i]) == (sample_id != bad["missing_image"])
+            assert bool(batch["text_present"][i]) == (sample_id != bad["empty_report"])
 
 
 def break_raw_layout(root: Path) -> dict[str, str]:
@@ -296,14 +312,14 @@ def break_raw_layout(root: Path) -> dict[str, str]:
     start = empty.index('<AbstractText Label="FINDINGS">')
     end = empty.index("</Abstract>")
     (root / "ecgen-radiology" / "2.xml").write_text(empty[:start] + empty[end:])
-    reports, _ = load_openi_reports(root)
+    reports, _ = load_openi_reports(root, keep_empty=True)
     views = {r["imageid"]: r["View Position"] for r in csv_rows(root, "nlmcxr_dicom_metadata.csv")}
     frontal = [next(i for i in r.image_ids if views[i] != "LL") for r in reports]
     (root / "NLMCXR_png" / f"{frontal[3]}.png").unlink()
     corrupt(root / "NLMCXR_png" / f"{frontal[4]}.png")
     return {
         "malformed_xml": "999.xml",
-        "empty_report": "2.xml",
+        "empty_report": frontal[1],
         "missing_image": frontal[3],
         "corrupt_image": frontal[4],
     }
@@ -314,15 +330,17 @@ def test_raw_bad_input_error_and_skip(demo_root: Path) -> None:
     with pytest.raises(DataProblemError) as info:
         make_dm(demo_root, layout="raw").setup()
     message = str(info.value)
-    for kind, item in bad.items():
-        assert kind in message and item in message
+    for kind in ("malformed_xml", "corrupt_image"):
+        assert kind in message and bad[kind] in message
     dm = make_dm(demo_root, layout="raw", bad_input="skip", split_sizes=[0.5, 0.25, 0.25])
-    with pytest.warns(UserWarning, match="dropping 2 sample"):
+    with pytest.warns(UserWarning, match="dropping 1 sample"):
         dm.setup()
     ids = {s.id for split in dm.samples.values() for s in split}
-    assert len(ids) == 40 - 1 - 2  # empty report not parsed into a sample; 2 image problems
-    assert bad["missing_image"] not in ids and bad["corrupt_image"] not in ids
-    assert {p.kind for p in dm.problems} == set(bad)
+    assert len(ids) == 40 - 1  # only the corrupt image is dropped
+    assert bad["missing_image"] in ids and bad["corrupt_image"] not in ids
+    assert {p.kind for p in dm.problems} == {"malformed_xml", "corrupt_image"}
+    assert [p.item for p in dm.summary["used without text"]] == [bad["empty_report"]]
+    assert [p.item for p in dm.summary["used without image"]] == [bad["missing_image"]]
 
 
 def test_missing_label_column_is_fatal_even_when_skipping(demo_root: Path) -> None:
@@ -359,7 +377,7 @@ def write_generic(root: Path) -> Path:
             ]
         )
         for index, row in enumerate(rows):
-            pixels = np.asarray(Image.open(root / "images" / f"{row['id']}.png"))
+            pixels = np.asarray(Image.open(root / "images" / row["id"]))
             rel = f"files/p{index // 2}/{row['id']}.jpg"
             (root / rel).parent.mkdir(exist_ok=True)
             Image.fromarray(pixels).save(root / rel, quality=90)
@@ -445,12 +463,14 @@ def test_real_reports_frontal_selection(tmp_path: Path) -> None:
     dm = OpenIDataModule(str(tmp_path), layout="raw", tokenizer="unused")
     loaded = dm.load_samples()
     groups = [s.group for s in loaded.samples]
-    assert len(groups) == len(set(groups)) == 3664  # one frontal image per report
-    assert {p.kind for p in loaded.problems} == {"empty_report"}
-    assert {n.kind for n in loaded.notes} == {"no_frontal_image"}
-    assert len(loaded.samples) + len(loaded.notes) + len(loaded.problems) == 3955
+    assert len(groups) == len(set(groups)) == 3955  # one sample per report
+    with_image = [s for s in loaded.samples if s.image_path is not None]
+    assert len(with_image) == 3686  # one frontal image per report that has one (22 empty)
+    assert sum(1 for s in with_image if s.text) == 3664
+    assert set(loaded.image_absent.values()) == {"no_frontal_image"}
+    assert loaded.problems == [] and loaded.notes == []
     labels = torch.tensor([s.labels for s in loaded.samples])
-    assert labels.shape == (3664, 14) and labels.sum(dim=1).min() >= 0
+    assert labels.shape == (3955, 14) and labels.sum(dim=1).min() >= 0
     assert labels[:, OPENI_LABELS.index("No-Finding")].sum() > 1000
 
 

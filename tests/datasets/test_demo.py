@@ -49,7 +49,7 @@ def test_raw_and_csv_layouts_agree(tmp_path: Path) -> None:
         assert len(frontal) == 1 and all(
             views[i] == "LL" for i in report.image_ids if i not in frontal
         )
-        row = by_id[frontal[0]]
+        row = by_id[f"{frontal[0]}.png"]  # the published MONAI form: id = image file name
         assert [int(row[MONAI_COLUMN_NAMES[n]]) for n in OPENI_LABELS] == report.labels
         assert row["report"].startswith("FINDINGS : ") and " IMPRESSION : " in row["report"]
         png = root / "NLMCXR_png" / f"{frontal[0]}.png"
@@ -95,7 +95,7 @@ def test_both_modalities_informative_but_imperfect(tmp_path: Path) -> None:
     # image evidence: brightness at the lung bases
     bases = []
     for r in rows:
-        pixels = np.asarray(Image.open(root / "images" / f"{r['id']}.png"), dtype=np.float32)
+        pixels = np.asarray(Image.open(root / "images" / r["id"]), dtype=np.float32)
         bases.append((pixels[21:26, 6:12].mean() + pixels[21:26, 20:26].mean()) / 510.0)
     image_auroc = binary_auroc(torch.tensor(bases), label).item()  # scores in [0, 1]: no sigmoid
     text_accuracy = (text_says == label).float().mean().item()

@@ -20,8 +20,11 @@ from medllama_fusion.datamodules.splits import (
     PAPER_SPLIT_FRACTIONS,
     SPLIT_ALIASES,
     SPLIT_NAMES,
+    positive_counts,
+    positives_table,
     split_counts,
     split_samples,
+    stratified_split_samples,
 )
 
 __all__ = [
@@ -40,8 +43,11 @@ __all__ = [
     "SeededDataset",
     "detect_layout",
     "find_view_metadata",
+    "positive_counts",
+    "positives_table",
     "sample_seed",
     "split_counts",
     "split_samples",
+    "stratified_split_samples",
     "write_demo_root",
 ]

@@ -5,14 +5,24 @@ Subclasses (:class:`~medllama_fusion.datamodules.openi.OpenIDataModule`,
 which turns files on disk into :class:`~medllama_fusion.datasets.fusion_dataset.FusionSample`
 lists plus the problems found. :meth:`FusionDataModule.setup` then
 
-1. checks every image once (missing file, header unreadable: ``PIL.Image.verify`` /
-   ``pydicom.dcmread(stop_before_pixels=True)``) and every report (empty text),
-2. applies the ``bad_input`` policy (``"error"``: one exception listing all problems;
-   ``"skip"``: warn, drop, keep the list in :attr:`FusionDataModule.problems`),
-3. splits (fixed split from the files, else a seeded split by report/patient group),
-4. tokenizes each split's reports ONCE with the DATA-A cache
+1. checks the modalities it serves (``modalities``, default ``["text", "image"]``): every image
+   once (missing file; header unreadable: ``PIL.Image.verify`` /
+   ``pydicom.dcmread(stop_before_pixels=True)``) and every report (empty text); a text-only run
+   never looks at image files, an image-only run never needs report text,
+2. applies the ``bad_input`` policy to real problems (corrupt images, malformed files, invalid
+   labels; ``"error"``: one exception listing all problems; ``"skip"``: warn, drop, keep the
+   list in :attr:`FusionDataModule.problems`),
+3. handles a missing modality per sample (``missing_modality``: ``"keep"`` uses the sample with
+   the modality masked out, ``"drop"`` leaves it out; a sample with no usable modality is never
+   used) and logs and warns ONE summary listing, by kind with counts and example ids, what was
+   used with a modality missing and what was not used (:attr:`FusionDataModule.summary`),
+4. splits: a fixed split from the files (checked for the same id or report group in two
+   splits), else a seeded multi-label stratified split by report/patient group; a split that
+   ends up empty raises; a table of positives per class and split is logged and classes with
+   fewer than ``min_split_positives`` positives in validation or test are warned about,
+5. tokenizes each split's reports ONCE with the cache
    (:func:`~medllama_fusion.datasets.text.tokenize_reports`), never per epoch,
-5. builds :class:`~medllama_fusion.datasets.fusion_dataset.FusionDataset` objects.
+6. builds :class:`~medllama_fusion.datasets.fusion_dataset.FusionDataset` objects.
 
 The training loader is a :class:`~medllama_fusion.datamodules.loaders.ResumableDataLoader`:
 its order and augmentation are seeded by ``(shuffle_seed, epoch)``, and its position is saved in
@@ -24,9 +34,11 @@ before the checkpoint's loop state is loaded; the data module state is restored 
 ``FusionClassifier(pos_weight="auto")``). DataLoaders pin memory when CUDA is available
 (``pin_memory=None``), keep workers alive between epochs (``persistent_workers`` when
 ``num_workers > 0``) and prefetch ``prefetch_factor`` batches per worker. Batches follow the
-SPEC: ``input_ids``/``attention_mask`` LongTensor [B, L] padded to the batch's longest report
-(or to ``max_length`` with ``pad_to_max_length=True``), ``pixel_values`` FloatTensor
-[B, 1, H, W], ``labels`` FloatTensor [B, num_labels], ``ids``.
+contract of :mod:`medllama_fusion.datasets.fusion_dataset`: ``input_ids``/``attention_mask``
+LongTensor [B, L] padded to the batch's longest report (or to ``max_length`` with
+``pad_to_max_length=True``) and ``text_present`` (text runs), ``pixel_values`` FloatTensor
+[B, 1, H, W] and ``image_present`` (image runs), ``labels`` FloatTensor [B, num_labels],
+``ids``, ``index`` and ``group_index``.
 """
 
 from __future__ import annotations
@@ -45,8 +57,21 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from medllama_fusion.datamodules.loaders import ResumableDataLoader
-from medllama_fusion.datamodules.splits import PAPER_SPLIT_FRACTIONS, SPLIT_NAMES, split_samples
-from medllama_fusion.datasets.fusion_dataset import FusionCollator, FusionDataset, FusionSample
+from medllama_fusion.datamodules.splits import (
+    PAPER_SPLIT_FRACTIONS,
+    SPLIT_NAMES,
+    positive_counts,
+    positives_table,
+    split_samples,
+    stratified_split_samples,
+)
+from medllama_fusion.datasets.fusion_dataset import (
+    MODALITIES,
+    FusionCollator,
+    FusionDataset,
+    FusionSample,
+    check_modalities,
+)
 from medllama_fusion.datasets.images import build_image_transform, verify_image
 from medllama_fusion.datasets.labels import normalize_label_name
 from medllama_fusion.datasets.text import load_tokenizer, mask_label_words, tokenize_reports
@@ -55,10 +80,19 @@ from medllama_fusion.datasets.validation import (
     EMPTY_REPORT,
     MISSING_IMAGE,
     MISSING_LABEL_COLUMN,
+    NOT_USED,
+    NOTES,
+    USED_WITHOUT_IMAGE,
+    USED_WITHOUT_TEXT,
     DataProblem,
+    EmptySplitError,
+    SplitLeakError,
     apply_bad_input_policy,
     check_bad_input_policy,
+    check_missing_modality_policy,
+    format_data_summary,
 )
+from medllama_fusion.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +108,22 @@ class LoadedSamples:
         samples: All samples found (problems not yet applied).
         problems: Problems found while loading (parse errors, bad label cells, ...).
         splits: Fixed split (split name → sample ids) when the data defines one, else ``None``.
-        notes: Problems that are reported (warning + :attr:`FusionDataModule.problems`) but never
-            raise, e.g. reports without a frontal image under view selection.
+        notes: Things reported (in the setup summary and :attr:`FusionDataModule.problems`)
+            that never raise, e.g. an ignored pandas index column.
+        split_sources: Split name → the file it came from (named in leak messages).
+        image_absent: Sample id → why the sample has no image path (e.g. ``no_frontal_image``).
     """
 
     samples: list[FusionSample]
     problems: list[DataProblem] = field(default_factory=list)
     splits: dict[str, list[str]] | None = None
     notes: list[DataProblem] = field(default_factory=list)
+    split_sources: dict[str, str] = field(default_factory=dict)
+    image_absent: dict[str, str] = field(default_factory=dict)
 
 
 def _mask_generic_label_words(text: str, label_names: Sequence[str]) -> str:
-    """Mask label words: DATA-A's synonym table for OpenI labels, the literal name otherwise."""
+    """Mask label words: the OpenI synonym table for OpenI labels, the literal name otherwise."""
     openi: list[str] = []
     literal: list[str] = []
     for name in label_names:
@@ -133,6 +171,16 @@ class FusionDataModule(pl.LightningDataModule):
         shuffle_seed: Seed of the training order and augmentation (per epoch and sample);
             ``None`` = the ``seed_everything`` seed in effect at construction
             (``PL_GLOBAL_SEED``), else 0.
+        modalities: What the batches carry: ``["text", "image"]`` (default), ``["text"]`` (no
+            image file is ever opened, no ``pixel_values``) or ``["image"]`` (no report text
+            needed, no ``input_ids``).
+        missing_modality: A sample lacking one of ``modalities`` (empty report, no image file):
+            ``"keep"`` (default) uses it with a per-sample presence mask, ``"drop"`` leaves it
+            out. Either way it is listed in the setup summary.
+        stratify: Seeded splits use multi-label stratification by group (default); ``False``
+            shuffles groups only.
+        min_split_positives: Warn about classes with fewer positives than this in the
+            validation or test split.
     """
 
     def __init__(
@@ -159,16 +207,20 @@ class FusionDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         drop_last: bool = False,
         shuffle_seed: int | None = None,
+        modalities: Sequence[str] = MODALITIES,
+        missing_modality: str = "keep",
+        stratify: bool = True,
+        min_split_positives: int = 5,
     ) -> None:
         super().__init__()
         if max_length < 1:
-            raise ValueError(f"max_length must be >= 1; got {max_length}.")
+            raise InputError(f"max_length must be >= 1; got {max_length}.")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
+            raise InputError(f"batch_size must be >= 1; got {batch_size}.")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0; got {num_workers}.")
+            raise InputError(f"num_workers must be >= 0; got {num_workers}.")
         if not label_names:
-            raise ValueError("label_names must name at least one label.")
+            raise InputError("label_names must name at least one label.")
         self.tokenizer_spec = str(tokenizer)
         self.label_names: list[str] = list(label_names)
         self.max_length = max_length
@@ -194,6 +246,11 @@ class FusionDataModule(pl.LightningDataModule):
         self.shuffle_seed = (
             int(os.environ.get("PL_GLOBAL_SEED", "0")) if shuffle_seed is None else shuffle_seed
         )
+        self.modalities = check_modalities(modalities)
+        self.missing_modality = check_missing_modality_policy(missing_modality)
+        self.stratify = stratify
+        self.min_split_positives = min_split_positives
+        self.summary: dict[str, list[DataProblem]] = {}
         self.problems: list[DataProblem] = []
         self.samples: dict[str, list[FusionSample]] = {}
         self.datasets: dict[str, FusionDataset] = {}
@@ -227,14 +284,14 @@ class FusionDataModule(pl.LightningDataModule):
         Used by ``FusionClassifier(pos_weight="auto")`` for ``negatives / positives`` per class.
 
         Raises:
-            ValueError: If a training sample has no labels.
+            InputError: If a training sample has no labels.
         """
         if not self.datasets:
             self.setup("fit")
         samples = self.samples["train"]
         unlabelled = [sample.id for sample in samples if sample.labels is None]
         if unlabelled:
-            raise ValueError(
+            raise InputError(
                 f"training samples {unlabelled[:10]} of {self.source_description()} have no "
                 "labels; every training sample needs its label columns."
             )
@@ -276,31 +333,141 @@ class FusionDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ setup
 
     def check_samples(self, samples: Sequence[FusionSample]) -> list[DataProblem]:
-        """Check images (exist, header readable) and reports (non-empty) of all samples.
+        """Check the images of all samples that have one (only when images are served).
+
+        A missing image file is not a problem here (the sample lacks a modality, see
+        :meth:`presence`); an image file whose header cannot be read is.
 
         Args:
             samples: Samples to check.
 
         Returns:
-            One problem per bad sample and kind.
+            One ``corrupt_image`` problem per unreadable image (with ``verify_images``).
         """
         problems: list[DataProblem] = []
+        if "image" not in self.modalities or not self.verify_images:
+            return problems
         for sample in samples:
-            if not sample.text.strip():
-                problems.append(DataProblem(EMPTY_REPORT, sample.id, "", sample.id))
-            if not sample.image_path.is_file():
+            if sample.image_path is None or not sample.image_path.is_file():
+                continue
+            error = verify_image(sample.image_path)
+            if error is not None:
                 problems.append(
-                    DataProblem(MISSING_IMAGE, sample.id, str(sample.image_path), sample.id)
-                )
-            elif self.verify_images:
-                error = verify_image(sample.image_path)
-                if error is not None:
-                    problems.append(
-                        DataProblem(
-                            CORRUPT_IMAGE, sample.id, f"{sample.image_path} ({error})", sample.id
-                        )
+                    DataProblem(
+                        CORRUPT_IMAGE, sample.id, f"{sample.image_path} ({error})", sample.id
                     )
+                )
         return problems
+
+    def presence(
+        self, sample: FusionSample, image_absent: dict[str, str] | None = None
+    ) -> dict[str, str | None]:
+        """Tell, per served modality, why ``sample`` lacks it (``None`` when present).
+
+        Args:
+            sample: The sample.
+            image_absent: Sample id → reason for samples without an image path.
+
+        Returns:
+            Modality → ``None`` (usable) or the kind of absence (``empty_report``,
+            ``missing_image``, ``no_frontal_image``, ...).
+        """
+        reasons: dict[str, str | None] = {}
+        if "text" in self.modalities:
+            reasons["text"] = None if sample.has_text else EMPTY_REPORT
+        if "image" in self.modalities:
+            if sample.image_path is None:
+                reasons["image"] = (image_absent or {}).get(sample.id, MISSING_IMAGE)
+            elif not sample.image_path.is_file():
+                reasons["image"] = MISSING_IMAGE
+            else:
+                reasons["image"] = None
+        return reasons
+
+    def _select(
+        self, samples: Sequence[FusionSample], image_absent: dict[str, str]
+    ) -> tuple[list[FusionSample], dict[str, list[DataProblem]]]:
+        """Apply ``missing_modality``: return the used samples and the summary sections."""
+        sections: dict[str, list[DataProblem]] = {
+            USED_WITHOUT_IMAGE: [],
+            USED_WITHOUT_TEXT: [],
+            NOT_USED: [],
+        }
+        used: list[FusionSample] = []
+        for sample in samples:
+            reasons = self.presence(sample, image_absent)
+            missing = {m: r for m, r in reasons.items() if r is not None}
+            where = "" if sample.image_path is None else str(sample.image_path)
+            if not missing:
+                used.append(sample)
+            elif len(missing) == len(reasons) or self.missing_modality == "drop":
+                kind = "+".join(str(r) for r in missing.values())
+                sections[NOT_USED].append(DataProblem(kind, sample.id, where, sample.id))
+            else:
+                used.append(sample)
+                section = USED_WITHOUT_IMAGE if "image" in missing else USED_WITHOUT_TEXT
+                kind = str(next(iter(missing.values())))
+                sections[section].append(DataProblem(kind, sample.id, where, sample.id))
+        return used, sections
+
+    def _check_some_modality_present(
+        self, samples: Sequence[FusionSample], image_absent: dict[str, str]
+    ) -> None:
+        """Raise when a served modality is absent from EVERY sample (a path/column mistake)."""
+        if not samples:
+            return
+        reasons = [self.presence(sample, image_absent) for sample in samples]
+        for modality in self.modalities:
+            if any(reason[modality] is None for reason in reasons):
+                continue
+            other = [m for m in MODALITIES if m != modality]
+            if modality == "image":
+                example = next((str(s.image_path) for s in samples if s.image_path), "")
+                what = "no sample has an image file" + (f" (e.g. {example})" if example else "")
+                fix = "check the image folder/paths"
+            else:
+                what = "every report text is empty"
+                fix = "check the report column/files"
+            raise InputError(
+                f"{self.source_description()}: {what}; {fix}, or train without this modality: "
+                f"`modalities: {other}`."
+            )
+
+    def _check_leaks(self, loaded: LoadedSamples) -> None:
+        """Raise when the same id or report group is in two fixed splits."""
+        if loaded.splits is None:
+            return
+        groups = {sample.id: sample.group_key for sample in loaded.samples}
+        seen_id: dict[str, str] = {}
+        seen_group: dict[str, tuple[str, str]] = {}
+        clashes: dict[tuple[str, str], list[str]] = {}
+        for split in SPLIT_NAMES:
+            for sample_id in dict.fromkeys(loaded.splits.get(split, [])):
+                other = seen_id.get(sample_id)
+                if other is not None and other != split:
+                    clashes.setdefault((other, split), []).append(f"id {sample_id}")
+                    continue
+                seen_id.setdefault(sample_id, split)
+                group = groups.get(sample_id, sample_id)
+                first = seen_group.get(group)
+                if first is not None and first[0] != split:
+                    clashes.setdefault((first[0], split), []).append(
+                        f"report {group} ({first[1]} / {sample_id})"
+                    )
+                else:
+                    seen_group.setdefault(group, (split, sample_id))
+        if not clashes:
+            return
+        lines = [f"{self.source_description()}: the same samples are in two splits (a leak):"]
+        for (first_split, second_split), items in clashes.items():
+            first_file = loaded.split_sources.get(first_split, first_split)
+            second_file = loaded.split_sources.get(second_split, second_split)
+            shown = ", ".join(items[:10]) + (
+                f", ... ({len(items) - 10} more)" if len(items) > 10 else ""
+            )
+            lines.append(f"  {first_file} and {second_file}: {len(items)}: {shown}")
+        lines.append("Keep every image id and every report in exactly one split file.")
+        raise SplitLeakError("\n".join(lines))
 
     def prepare_texts(self, samples: Sequence[FusionSample]) -> list[str]:
         """Return the texts to tokenize (label words masked when ``mask_label_words``).
@@ -316,7 +483,7 @@ class FusionDataModule(pl.LightningDataModule):
         return [_mask_generic_label_words(sample.text, self.label_names) for sample in samples]
 
     def tokenize(self, samples: Sequence[FusionSample]) -> list[list[int]]:
-        """Tokenize the reports of ``samples`` once (DATA-A cache) and strip the padding.
+        """Tokenize the reports of ``samples`` once (cached) and strip the padding.
 
         Args:
             samples: Samples.
@@ -346,34 +513,45 @@ class FusionDataModule(pl.LightningDataModule):
 
         Raises:
             DataProblemError: Under ``bad_input="error"`` when any problem was found.
+            SplitLeakError: If a sample id or report group is in two fixed splits.
+            EmptySplitError: If a split ends up without samples.
+            InputError: If a served modality is absent from every sample.
         """
         if self.datasets:
             return
         loaded = self.load_samples()
+        self._check_leaks(loaded)
         found = [*loaded.problems, *self.check_samples(loaded.samples)]
         unique = {(p.kind, p.item): p for p in reversed(found)}  # reader and checks may overlap
         problems = [p for p in found if unique[(p.kind, p.item)] is p]
         drop = apply_bad_input_policy(
             problems, self.bad_input, source=self.source_description(), fatal_kinds=FATAL_KINDS
         )
-        if loaded.notes:
-            message = (
-                f"{len(loaded.notes)} item(s) of {self.source_description()} not used: "
-                + "; ".join(f"{note.kind} {note}" for note in loaded.notes[:20])
-                + (" ..." if len(loaded.notes) > 20 else "")
-            )
-            logger.warning(message)
-            rank_zero_warn(message)
+        candidates = [sample for sample in loaded.samples if sample.id not in drop]
+        samples, sections = self._select(candidates, loaded.image_absent)
+        self._check_some_modality_present(candidates, loaded.image_absent)
+        sections[NOTES] = list(loaded.notes)
+        self.summary = sections
         self.problems = [*problems, *loaded.notes]
-        samples = [sample for sample in loaded.samples if sample.id not in drop]
+        summary = format_data_summary(
+            self.source_description(), len(loaded.samples), len(samples), sections
+        )
+        if any(sections.values()):
+            logger.warning(summary)
+            rank_zero_warn(summary)
+        else:
+            logger.info(summary)
         if loaded.splits is not None:
             by_id = {sample.id: sample for sample in samples}
             self.samples = {
                 name: [by_id[i] for i in loaded.splits.get(name, []) if i in by_id]
                 for name in SPLIT_NAMES
             }
+        elif self.stratify:
+            self.samples = stratified_split_samples(samples, self.split_sizes, self.split_seed)
         else:
             self.samples = split_samples(samples, self.split_sizes, self.split_seed)
+        self._check_splits(loaded)
         for name in SPLIT_NAMES:
             transform = build_image_transform(
                 self.image_size,
@@ -384,13 +562,60 @@ class FusionDataModule(pl.LightningDataModule):
                 horizontal_flip=self.horizontal_flip,
             )
             split = self.samples[name]
-            self.datasets[name] = FusionDataset(split, self.tokenize(split), transform)
+            self.datasets[name] = FusionDataset(
+                split,
+                self.tokenize(split) if "text" in self.modalities else [],
+                transform,
+                modalities=self.modalities,
+                image_present=[
+                    self.presence(s, loaded.image_absent).get("image") is None for s in split
+                ],
+                text_present=[s.has_text for s in split],
+                image_size=(self.image_size, self.image_size),
+            )
         logger.info(
-            "%s: %s samples (train/val/test), %d problem(s)",
+            "%s: %s samples (train/val/test), modalities %s, %d problem(s)",
             self.source_description(),
             "/".join(str(len(self.samples[name])) for name in SPLIT_NAMES),
+            list(self.modalities),
             len(self.problems),
         )
+
+    def _check_splits(self, loaded: LoadedSamples) -> None:
+        """Raise for an empty split; log positives per class and split, warn about rare ones."""
+        for name in SPLIT_NAMES:
+            if not self.samples[name]:
+                where = loaded.split_sources.get(name)
+                origin = (
+                    f"the split file {where}"
+                    if where
+                    else f"the seeded split (split_sizes={list(self.split_sizes)})"
+                )
+                raise EmptySplitError(
+                    f"the {name} split of {self.source_description()} is empty ({origin}; "
+                    f"{sum(len(v) for v in self.samples.values())} usable sample(s) in all). "
+                    "Provide samples for every split (see the data summary above for what was "
+                    "not used), or change split_sizes."
+                )
+        counts = positive_counts(self.samples, self.num_labels)
+        logger.info("positives per class and split:\n%s", positives_table(counts, self.label_names))
+        rare = [
+            f"{name}: "
+            + ", ".join(
+                f"{label} ({counts[name][i]})"
+                for i, label in enumerate(self.label_names)
+                if counts[name][i] < self.min_split_positives
+            )
+            for name in ("val", "test")
+            if any(c < self.min_split_positives for c in counts[name])
+        ]
+        if rare:
+            message = (
+                f"{self.source_description()}: classes with fewer than {self.min_split_positives} "
+                f"positives ({'; '.join(rare)}); their AUROC there is unreliable or undefined."
+            )
+            logger.warning(message)
+            rank_zero_warn(message)
 
     # ------------------------------------------------------------------ loaders
 

@@ -6,9 +6,12 @@ to ``image_root``, default the CSV's folder; PNG 8/16-bit, JPEG or DICOM), ``tex
 ``id_column``, ``split_column`` (values ``train``/``val``/``test``; ``validate``, ``validation``,
 ``dev``, ``training``, ``testing`` are accepted too) and ``group_column`` (e.g. ``subject_id``:
 the seeded split keeps a patient's studies together). Without a split column the split is seeded
-(``split_sizes``, ``split_seed``). Columns that are not used are ignored. CheXpert-style ``-1``
-("uncertain") cells are mapped to ``uncertain_label`` when given (U-Zeros: 0, U-Ones: 1), else
-reported as invalid labels.
+and multi-label stratified by group (``split_sizes``, ``split_seed``); with one, the same group
+in two splits is an error. Columns that are not used are ignored (a pandas index column is named
+in the setup summary). ``encoding`` (default UTF-8) reads e.g. Excel's ``cp1252`` exports; an
+empty image cell or an empty report makes the row a one-modality sample (``missing_modality``).
+CheXpert-style ``-1`` ("uncertain") cells are mapped to ``uncertain_label`` when given (U-Zeros:
+0, U-Ones: 1), else reported as invalid labels.
 
 Example (MIMIC-CXR-JPG export with a report column)::
 
@@ -28,23 +31,21 @@ Example (MIMIC-CXR-JPG export with a report column)::
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from medllama_fusion.datamodules.base import FusionDataModule, LoadedSamples
 from medllama_fusion.datamodules.splits import PAPER_SPLIT_FRACTIONS, SPLIT_ALIASES, SPLIT_NAMES
-from medllama_fusion.datasets.csv import read_samples_csv
+from medllama_fusion.datasets.csv import is_index_column, read_csv_rows, read_samples_csv
+from medllama_fusion.datasets.fusion_dataset import MODALITIES
 from medllama_fusion.datasets.validation import UNKNOWN_SPLIT, DataProblem
+from medllama_fusion.errors import InputError
 
 
-def _csv_columns(path: Path) -> list[str]:
+def _csv_columns(path: Path, encoding: str) -> list[str]:
     """Return the header of a CSV file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"csv_path {path} does not exist; pass an existing CSV file.")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        return next(csv.reader(handle), [])
+    return read_csv_rows(path, encoding)[0]
 
 
 class CSVDataModule(FusionDataModule):
@@ -80,9 +81,16 @@ class CSVDataModule(FusionDataModule):
         cache_dir: Tokenization cache folder (``None``: in memory).
         drop_last: Drop the last incomplete training batch.
         shuffle_seed: Training order/augmentation seed; ``None`` = the ``seed_everything`` seed.
+        modalities: ``["text", "image"]`` (default), ``["text"]`` (no image files needed) or
+            ``["image"]`` (no report text needed).
+        missing_modality: ``"keep"`` (default) uses a sample lacking one modality with a
+            per-sample mask; ``"drop"`` leaves it out.
+        stratify: Seeded split: multi-label stratified by group (default).
+        min_split_positives: Warn about classes with fewer positives in validation or test.
+        encoding: Text encoding of the CSV (e.g. ``cp1252`` for Excel exports).
 
     Raises:
-        FileNotFoundError: If ``csv_path`` does not exist.
+        DataFileNotFoundError: If ``csv_path`` does not exist.
     """
 
     def __init__(
@@ -115,14 +123,22 @@ class CSVDataModule(FusionDataModule):
         cache_dir: str | None = None,
         drop_last: bool = False,
         shuffle_seed: int | None = None,
+        modalities: list[str] | None = None,
+        missing_modality: str = "keep",
+        stratify: bool = True,
+        min_split_positives: int = 5,
+        encoding: str = "utf-8",
     ) -> None:
         self.csv_path = Path(csv_path).expanduser()
+        self.encoding = encoding
         self.structural_columns = [
             c for c in (image_column, text_column, id_column, split_column, group_column) if c
         ]
         if label_names is None:
             label_names = [
-                c for c in _csv_columns(self.csv_path) if c not in self.structural_columns
+                c
+                for c in _csv_columns(self.csv_path, encoding)
+                if c not in self.structural_columns and not is_index_column(c)
             ]
         super().__init__(
             tokenizer=tokenizer,
@@ -145,6 +161,10 @@ class CSVDataModule(FusionDataModule):
             cache_dir=cache_dir,
             drop_last=drop_last,
             shuffle_seed=shuffle_seed,
+            modalities=list(MODALITIES) if modalities is None else modalities,
+            missing_modality=missing_modality,
+            stratify=stratify,
+            min_split_positives=min_split_positives,
         )
         self.image_column = image_column
         self.text_column = text_column
@@ -175,14 +195,20 @@ class CSVDataModule(FusionDataModule):
             image_root=self.image_root,
             strict_columns=False,
             uncertain_label=self.uncertain_label,
+            encoding=self.encoding,
         )
         samples = result.samples
         if self.group_column is not None:
             groups = self._groups()
             samples = [replace(s, group=groups.get(s.id, "")) for s in samples]
-        loaded = LoadedSamples(samples=samples, problems=list(result.problems))
+        loaded = LoadedSamples(
+            samples=samples, problems=list(result.problems), notes=list(result.notes)
+        )
         if self.split_column is not None:
             loaded.splits = {name: [] for name in SPLIT_NAMES}
+            loaded.split_sources = {
+                name: f"{self.csv_path} ({self.split_column}={name})" for name in SPLIT_NAMES
+            }
             for sample in samples:
                 value = result.splits.get(sample.id, "")
                 name = SPLIT_ALIASES.get(value.lower())
@@ -202,20 +228,19 @@ class CSVDataModule(FusionDataModule):
     def _groups(self) -> dict[str, str]:
         """Map sample id → group value (same id rule as the CSV reader)."""
         assert self.group_column is not None
-        with self.csv_path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if self.group_column not in (reader.fieldnames or []):
-                raise ValueError(
-                    f"group_column={self.group_column!r} is not a column of {self.csv_path}; "
-                    f"columns are {reader.fieldnames}."
-                )
-            groups: dict[str, str] = {}
-            for row in reader:
-                if self.id_column is not None:
-                    key = (row.get(self.id_column) or "").strip()
-                else:
-                    key = str(Path(row.get(self.image_column) or "").with_suffix(""))
-                groups[key] = (row.get(self.group_column) or "").strip()
+        fieldnames, rows = read_csv_rows(self.csv_path, self.encoding)
+        if self.group_column not in fieldnames:
+            raise InputError(
+                f"group_column={self.group_column!r} is not a column of {self.csv_path}; "
+                f"columns are {fieldnames}."
+            )
+        groups: dict[str, str] = {}
+        for row in rows:
+            if self.id_column is not None:
+                key = (row.get(self.id_column) or "").strip()
+            else:
+                key = str(Path(row.get(self.image_column) or "").with_suffix(""))
+            groups[key] = (row.get(self.group_column) or "").strip()
         return groups
 
 

@@ -2,9 +2,12 @@
 
 Layouts (``layout``):
 
-- ``"csv"`` — the MONAI TransCheX layout used by the paper: ``train.csv``, ``validation.csv``,
-  ``test.csv`` (``id, report, <14 labels>``) and ``images/<id>.png``; the files' fixed split
-  (3199/101/377 for the real data) is used as is.
+- ``"csv"`` — the MONAI TransCheX layout used by the paper, as the tutorial's
+  ``preprocess_openi.py`` writes it: ``train.csv``, ``validation.csv``, ``test.csv`` (``id,
+  report, <14 labels>``, one row per frontal image, ``id`` = image file name such as
+  ``CXR1_1_IM-0001-3001.png``) and the images at ``images/<id>`` (an id without extension means
+  ``images/<id>.png``). The files' fixed split (3199/101/377 reports for the real data) is used
+  as is; the same id or report (``CXR<n>_`` prefix) in two files is an error naming both.
 - ``"raw"`` — the NLM release: ``NLMCXR_reports.tgz`` (read in place) or extracted
   ``ecgen-radiology/*.xml``, and ``NLMCXR_png/*.png``. Labels come from the MeSH terms
   (:func:`~medllama_fusion.datasets.labels.labels_from_mesh`), text is
@@ -16,10 +19,12 @@ Layouts (``layout``):
   ``nlmcxr_tsne_pa.csv.gz`` when it sits next to the table (as in the wheel; 3664 of the 3927
   non-empty reports then have a frontal image). **Fallback:** with no table at all (a warning
   says so), or with ``views=[]``, every report uses its first listed image(s); on the real data
-  the first image is frontal for most but not all reports. Reports without an image of
-  the wanted views are reported (warning, ``datamodule.problems``, kind ``no_frontal_image``) but
-  never raise. Split: seeded by report id (``split_sizes``, ``split_seed``), so all images of a
-  report stay in one split.
+  the first image is frontal for most but not all reports. A report without an image of the
+  wanted views (kind ``no_frontal_image``), or whose image file is absent, is a text-only sample
+  (id = report id, e.g. ``CXR5``); a report with empty FINDINGS and IMPRESSION is an image-only
+  sample (``missing_modality: keep``, the default; both are listed in the setup summary).
+  Split: seeded multi-label stratified by report id (``split_sizes``, ``split_seed``), so all
+  images of a report stay in one split and rare classes reach validation and test.
 - ``"auto"`` (default) — ``"csv"`` when the three CSV files exist in ``root``, else ``"raw"``.
 
 ``download=True`` fetches the release with
@@ -45,6 +50,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from medllama_fusion.datamodules.base import FusionDataModule, LoadedSamples
 from medllama_fusion.datamodules.splits import PAPER_SPLIT_FRACTIONS
 from medllama_fusion.datasets.csv import (
+    IMAGE_SUFFIXES,
     MONAI_ID_COLUMN,
     MONAI_IMAGE_TEMPLATE,
     MONAI_SPLIT_FILES,
@@ -53,7 +59,7 @@ from medllama_fusion.datasets.csv import (
 )
 from medllama_fusion.datasets.demo import DEMO_REPORTS, make_demo_dataset
 from medllama_fusion.datasets.download import download_openi
-from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.datasets.fusion_dataset import MODALITIES, FusionSample
 from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_names
 from medllama_fusion.datasets.openi import (
     FRONTAL_VIEWS,
@@ -65,11 +71,12 @@ from medllama_fusion.datasets.openi import (
 )
 from medllama_fusion.datasets.text import format_report
 from medllama_fusion.datasets.validation import (
-    EMPTY_REPORT,
     MALFORMED_XML,
     NO_FRONTAL_IMAGE,
+    DataFileNotFoundError,
     DataProblem,
 )
+from medllama_fusion.errors import InputError
 
 LAYOUTS: tuple[str, ...] = ("auto", "raw", "csv")
 TSNE_FILE_NAME = "nlmcxr_tsne_pa.csv.gz"
@@ -89,12 +96,12 @@ def find_view_metadata(root: str | Path, metadata_csv: str | Path | None = None)
         The table path, or ``None`` when none is available.
 
     Raises:
-        FileNotFoundError: If ``metadata_csv`` is given but does not exist.
+        DataFileNotFoundError: If ``metadata_csv`` is given but does not exist.
     """
     if metadata_csv is not None:
         path = Path(metadata_csv).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise DataFileNotFoundError(
                 f"metadata_csv {path} does not exist; pass the DICOM metadata table "
                 "(columns imageid, View Position) or leave metadata_csv unset."
             )
@@ -203,9 +210,16 @@ class OpenIDataModule(FusionDataModule):
             dataset there (both layouts + ``<root>/tokenizer``, seed :data:`DEMO_SEED`, images
             of ``image_size`` pixels), so a config runs from an empty folder.
         demo_reports: Number of demo reports (the generator's default, 600: 468/60/72 split).
+        modalities: ``["text", "image"]`` (default), ``["text"]`` (no image files needed) or
+            ``["image"]`` (no report text needed).
+        missing_modality: ``"keep"`` (default) uses a sample lacking one modality with a
+            per-sample mask; ``"drop"`` leaves it out.
+        stratify: Raw layout: multi-label stratified split by report (default).
+        min_split_positives: Warn about classes with fewer positives in validation or test.
+        encoding: CSV layout: text encoding of the CSV files (e.g. ``cp1252`` for Excel exports).
 
     Raises:
-        ValueError: For an unknown ``layout`` or label name.
+        InputError: For an unknown ``layout`` or label name.
     """
 
     def __init__(
@@ -240,9 +254,14 @@ class OpenIDataModule(FusionDataModule):
         shuffle_seed: int | None = None,
         demo: bool = False,
         demo_reports: int = DEMO_REPORTS,
+        modalities: list[str] | None = None,
+        missing_modality: str = "keep",
+        stratify: bool = True,
+        min_split_positives: int = 5,
+        encoding: str = "utf-8",
     ) -> None:
         if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}.")
+            raise InputError(f"layout must be one of {LAYOUTS}; got {layout!r}.")
         self.root = Path(root).expanduser()
         if tokenizer is None:
             tokenizer = str(self.root / "tokenizer")
@@ -267,7 +286,12 @@ class OpenIDataModule(FusionDataModule):
             cache_dir=cache_dir,
             drop_last=drop_last,
             shuffle_seed=shuffle_seed,
+            modalities=list(MODALITIES) if modalities is None else modalities,
+            missing_modality=missing_modality,
+            stratify=stratify,
+            min_split_positives=min_split_positives,
         )
+        self.encoding = encoding
         self.layout = layout
         self.views: list[str] | None = list(FRONTAL_VIEWS) if views is None else views
         self.view_filter_disabled = views is not None and len(views) == 0
@@ -277,7 +301,7 @@ class OpenIDataModule(FusionDataModule):
         self.strip_anonymization = strip_anonymization
         self.download = download
         if demo and demo_reports < 3:
-            raise ValueError(f"demo_reports must be >= 3 (one per split); got {demo_reports}.")
+            raise InputError(f"demo_reports must be >= 3 (one per split); got {demo_reports}.")
         self.demo = demo
         self.demo_reports = demo_reports
 
@@ -334,11 +358,15 @@ class OpenIDataModule(FusionDataModule):
                 id_column=MONAI_ID_COLUMN,
                 image_root=self.root,
                 strict_columns=True,
+                encoding=self.encoding,
+                group_by_report=True,
             )
             loaded.samples.extend(result.samples)
             loaded.problems.extend(result.problems)
+            loaded.notes.extend(result.notes)
             assert loaded.splits is not None
             loaded.splits[split] = [sample.id for sample in result.samples]
+            loaded.split_sources[split] = str(self.root / file_name)
         return loaded
 
     def _view_metadata(self) -> dict[str, str] | None:
@@ -347,6 +375,8 @@ class OpenIDataModule(FusionDataModule):
             return None
         path = find_view_metadata(self.root, self.metadata_csv)
         if path is None:
+            if "image" not in self.modalities:
+                return None
             rank_zero_warn(
                 f"no view-position table for {self.root}: using the first image of each report. "
                 "Pass metadata_csv (columns imageid, View Position) or install torchxrayvision "
@@ -356,43 +386,53 @@ class OpenIDataModule(FusionDataModule):
         tsne = path.parent / TSNE_FILE_NAME
         return load_view_positions(path, tsne if tsne.is_file() else None)
 
+    def _image_path(self, image_id: str) -> Path:
+        """Return the PNG path of an XML image id (``<image_dir>/<id>.png``)."""
+        suffix = "" if Path(image_id).suffix.lower() in IMAGE_SUFFIXES else ".png"
+        return self.image_dir / f"{image_id}{suffix}"
+
     def _load_raw(self) -> LoadedSamples:
-        """Parse the raw NLM release with DATA-A's parser and select images per report."""
+        """Parse the raw NLM release and select images per report (see the module docstring)."""
         try:
             source = resolve_reports_source(self.root)
         except FileNotFoundError as error:
-            raise FileNotFoundError(
+            raise DataFileNotFoundError(
                 f"{error}. Or pass download=True to fetch the release into {self.root}."
             ) from error
-        reports, parse_problems = load_openi_reports(source)
+        reports, parse_problems = load_openi_reports(source, keep_empty=True)
         loaded = LoadedSamples(samples=[])
         for problem in parse_problems:
-            kind = EMPTY_REPORT if problem.message.startswith("empty report") else MALFORMED_XML
-            loaded.problems.append(DataProblem(kind, problem.path, problem.message))
+            if not problem.message.startswith("empty report"):
+                loaded.problems.append(DataProblem(MALFORMED_XML, problem.path, problem.message))
         metadata = self._view_metadata()
         views = self.views if metadata is not None else None
         for report in reports:
             image_ids = select_images(report, views, metadata, self.one_image_per_report)
-            if not image_ids:
-                wanted = "/".join(self.views or []) if views is not None else "any"
-                loaded.notes.append(
-                    DataProblem(
-                        NO_FRONTAL_IMAGE,
-                        report.report_id,
-                        f"no image with view {wanted} among {report.image_ids} ({report.source})",
-                    )
-                )
-                continue
             text = format_report(
                 report.findings, report.impression, strip_xxxx=self.strip_anonymization
             )
             labels = tuple(float(v) for v in report.labels_for(self.label_names))
+            if not image_ids:
+                wanted = "/".join(self.views or []) if views is not None else "any"
+                loaded.image_absent[report.report_id] = NO_FRONTAL_IMAGE
+                loaded.samples.append(
+                    FusionSample(
+                        id=report.report_id,
+                        image_path=None,
+                        text="" if report.is_empty else text,
+                        labels=labels,
+                        group=report.report_id,
+                    )
+                )
+                if wanted == "any":  # the report lists no image at all
+                    loaded.image_absent[report.report_id] = "no_image_listed"
+                continue
             for image_id in image_ids:
                 loaded.samples.append(
                     FusionSample(
                         id=image_id,
-                        image_path=self.image_dir / f"{image_id}.png",
-                        text=text,
+                        image_path=self._image_path(image_id),
+                        text="" if report.is_empty else text,
                         labels=labels,
                         group=report.report_id,
                     )

@@ -1,12 +1,23 @@
-"""Seeded train/val/test splits by group (report or patient), so no group straddles splits."""
+"""Seeded train/val/test splits by group (report or patient), so no group straddles splits.
+
+:func:`stratified_split_samples` (used by the data modules for labelled data) is a multi-label
+iterative stratification (Sechidis, Tsoumakas & Vlahavas, 2011) over groups: each group (all
+images of one report, or all studies of one patient) carries the union of its samples' labels and
+is assigned as a whole, rarest label first, to the split that still lacks most positives of that
+label; every split with a non-zero share first gets ``min_positives_per_split`` positive groups of
+each class that has enough of them (that many per such split), the rest follows the shares.
+:func:`split_samples` is the plain seeded shuffle. :func:`positives_table` renders positives per
+class per split for the setup log.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +53,17 @@ def split_counts(num_groups: int, sizes: Sequence[float] | Sequence[int]) -> tup
         ``(n_train, n_val, n_test)``.
 
     Raises:
-        ValueError: If ``sizes`` does not have three entries, mixes negative values, fractions do
+        InputError: If ``sizes`` does not have three entries, mixes negative values, fractions do
             not sum to 1, or counts exceed ``num_groups``.
     """
     if len(sizes) != 3:
-        raise ValueError(f"split_sizes needs three entries (train, val, test); got {sizes}.")
+        raise InputError(f"split_sizes needs three entries (train, val, test); got {sizes}.")
     if any(value < 0 for value in sizes):
-        raise ValueError(f"split_sizes must be non-negative; got {sizes}.")
+        raise InputError(f"split_sizes must be non-negative; got {sizes}.")
     if all(isinstance(value, int) and not isinstance(value, bool) for value in sizes):
         counts = (int(sizes[0]), int(sizes[1]), int(sizes[2]))
         if sum(counts) > num_groups:
-            raise ValueError(
+            raise InputError(
                 f"split_sizes {counts} ask for {sum(counts)} reports but only {num_groups} are "
                 "available; lower the counts or use fractions."
             )
@@ -66,7 +77,7 @@ def split_counts(num_groups: int, sizes: Sequence[float] | Sequence[int]) -> tup
         return counts
     fractions = [float(value) for value in sizes]
     if abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(
+        raise InputError(
             f"split_sizes fractions must sum to 1; got {sizes} (sum {sum(fractions)}). "
             "Pass three fractions or three integer counts."
         )
@@ -116,10 +127,157 @@ def split_samples(
     return result
 
 
+def _group_labels(samples: Sequence[FusionSample]) -> dict[str, set[int]]:
+    """Map each group key to the union of its samples' positive label indices."""
+    groups: dict[str, set[int]] = {}
+    for sample in samples:
+        positives = groups.setdefault(sample.group_key, set())
+        if sample.labels is not None:
+            positives.update(i for i, value in enumerate(sample.labels) if value >= 0.5)
+    return groups
+
+
+def stratified_split_samples(
+    samples: Sequence[FusionSample],
+    sizes: Sequence[float] | Sequence[int] = PAPER_SPLIT_FRACTIONS,
+    seed: int = 0,
+    min_positives_per_split: int = 1,
+) -> dict[str, list[FusionSample]]:
+    """Split by group with multi-label iterative stratification (see the module docstring).
+
+    Hand-written because no maintained library stratifies multi-label data *by group*
+    (scikit-learn's ``StratifiedGroupKFold`` is single-label, iterstrat/scikit-multilearn ignore
+    groups). Group counts per split equal :func:`split_counts` exactly; the result is
+    deterministic for a seed and does not depend on the input order.
+
+    Args:
+        samples: Samples to split (unlabelled samples count as groups without positives).
+        sizes: Fractions or counts of groups, see :func:`split_counts`.
+        seed: Seed of the tie-breaking and of the order within a label.
+        min_positives_per_split: A class with at least this many positive groups per split
+            (with a non-zero share) asks for at least this many positives in each such split.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each in the input order.
+    """
+    rng = random.Random(seed)
+    group_labels = _group_labels(samples)
+    keys = sorted(group_labels)
+    rng.shuffle(keys)
+    capacity = list(split_counts(len(keys), sizes))
+    total = sum(capacity)
+    if total == 0:
+        return {name: [] for name in SPLIT_NAMES}
+    shares = [count / total for count in capacity]
+    num_labels = max((max(labels) + 1 for labels in group_labels.values() if labels), default=0)
+    positives = [sum(1 for k in keys if label in group_labels[k]) for label in range(num_labels)]
+    active = [i for i, count in enumerate(capacity) if count > 0]
+    wanted = [[share * count for share in shares] for count in positives]
+    quota = [
+        [
+            min_positives_per_split
+            if i in active and count >= min_positives_per_split * len(active)
+            else 0
+            for i in range(3)
+        ]
+        for count in positives
+    ]
+    assignment: dict[str, int] = {}
+    remaining = set(keys)
+
+    def assign(key: str, label: int | None) -> None:
+        open_splits = [i for i in range(3) if capacity[i] > 0]
+        if label is None:
+            best = max(capacity[i] for i in open_splits)
+            choices = [i for i in open_splits if capacity[i] == best]
+        else:
+            needy = [i for i in open_splits if quota[label][i] > 0]
+            pool = needy or open_splits
+            best_want = max(wanted[label][i] for i in pool)
+            choices = [i for i in pool if wanted[label][i] == best_want]
+            best_cap = max(capacity[i] for i in choices)
+            choices = [i for i in choices if capacity[i] == best_cap]
+        split = choices[0] if len(choices) == 1 else rng.choice(choices)
+        assignment[key] = split
+        capacity[split] -= 1
+        for positive in group_labels[key]:
+            wanted[positive][split] -= 1
+            quota[positive][split] = max(0, quota[positive][split] - 1)
+        remaining.discard(key)
+
+    while remaining and sum(capacity) > 0:
+        counts = [
+            sum(1 for k in remaining if label in group_labels[k]) for label in range(num_labels)
+        ]
+        candidates = [label for label, count in enumerate(counts) if count > 0]
+        if not candidates:
+            break
+        rarest = min(counts[label] for label in candidates)
+        label = rng.choice([lb for lb in candidates if counts[lb] == rarest])
+        for key in [k for k in keys if k in remaining and label in group_labels[k]]:
+            if sum(capacity) == 0:
+                break
+            assign(key, label)
+    for key in [k for k in keys if k in remaining]:
+        if sum(capacity) == 0:
+            break
+        assign(key, None)
+    result: dict[str, list[FusionSample]] = {name: [] for name in SPLIT_NAMES}
+    for sample in samples:
+        split = assignment.get(sample.group_key)
+        if split is not None:
+            result[SPLIT_NAMES[split]].append(sample)
+    return result
+
+
+def positive_counts(
+    splits: Mapping[str, Sequence[FusionSample]], num_labels: int
+) -> dict[str, list[int]]:
+    """Count positive samples per class in each split.
+
+    Args:
+        splits: Split name → samples.
+        num_labels: Number of classes.
+
+    Returns:
+        Split name → positives per class (unlabelled samples count as negatives).
+    """
+    counts: dict[str, list[int]] = {}
+    for name, samples in splits.items():
+        row = [0] * num_labels
+        for sample in samples:
+            if sample.labels is not None:
+                for i, value in enumerate(sample.labels[:num_labels]):
+                    row[i] += int(value >= 0.5)
+        counts[name] = row
+    return counts
+
+
+def positives_table(counts: Mapping[str, Sequence[int]], label_names: Sequence[str]) -> str:
+    """Render positives per class (rows) and split (columns) as a fixed-width text table.
+
+    Args:
+        counts: From :func:`positive_counts`.
+        label_names: Class names.
+
+    Returns:
+        The table.
+    """
+    width = max([len("class"), *(len(name) for name in label_names)])
+    names = list(counts)
+    lines = ["class".ljust(width) + "".join(f"{name:>7}" for name in names)]
+    for i, label in enumerate(label_names):
+        lines.append(label.ljust(width) + "".join(f"{counts[n][i]:>7}" for n in names))
+    return "\n".join(lines)
+
+
 __all__ = [
     "PAPER_SPLIT_FRACTIONS",
     "SPLIT_ALIASES",
     "SPLIT_NAMES",
+    "positive_counts",
+    "positives_table",
     "split_counts",
     "split_samples",
+    "stratified_split_samples",
 ]

@@ -14,7 +14,14 @@ from medllama_fusion.datasets.download import (
     download_openi,
     marker_path,
 )
-from medllama_fusion.datasets.fusion_dataset import FusionCollator, FusionDataset, FusionSample
+from medllama_fusion.datasets.fusion_dataset import (
+    MODALITIES,
+    FusionCollator,
+    FusionDataset,
+    FusionSample,
+    ImageReadError,
+    check_modalities,
+)
 from medllama_fusion.datasets.images import (
     build_image_transform,
     is_dicom,
@@ -61,8 +68,12 @@ from medllama_fusion.datasets.text import (
     tokenizer_fingerprint,
 )
 from medllama_fusion.datasets.validation import (
+    CSVEncodingError,
+    DataFileNotFoundError,
     DataProblem,
     DataProblemError,
+    EmptySplitError,
+    SplitLeakError,
     apply_bad_input_policy,
 )
 
@@ -71,25 +82,32 @@ __all__ = [
     "IMAGES_FOLDER",
     "LABEL_SYNONYMS",
     "MESH_RULES",
+    "MODALITIES",
     "MONAI_COLUMN_NAMES",
     "NUM_OPENI_LABELS",
     "OPENI_CHECKSUMS",
     "OPENI_LABELS",
     "OPENI_URLS",
     "REPORTS_FOLDER",
+    "CSVEncodingError",
     "CSVReadResult",
     "ChecksumError",
+    "DataFileNotFoundError",
     "DataProblem",
     "DataProblemError",
+    "EmptySplitError",
     "FusionCollator",
     "FusionDataset",
     "FusionSample",
+    "ImageReadError",
     "MeshRule",
     "OpenIReport",
     "ParseProblem",
+    "SplitLeakError",
     "apply_bad_input_policy",
     "build_demo_tokenizer",
     "build_image_transform",
+    "check_modalities",
     "download_file",
     "download_openi",
     "format_report",

@@ -2,17 +2,25 @@
 
 Two flavours share one reader (:func:`read_samples_csv`):
 
-- the MONAI TransCheX OpenI layout (``train.csv``/``validation.csv``/``test.csv`` with columns
-  ``id, report, <14 labels>`` and images at ``images/<id>.png``), see :data:`MONAI_SPLIT_FILES`;
-  label columns are matched spelling-insensitively (``Pleural_Other`` == ``Pleural-Other``) and
-  any other column is reported as an unknown label column;
+- the MONAI TransCheX OpenI layout as the tutorial's ``preprocess_openi.py`` writes it
+  (``train.csv``/``validation.csv``/``test.csv`` with columns ``id, report, <14 labels>``, one
+  row per frontal image; ``id`` is the image file name such as ``CXR1_1_IM-0001-3001.png`` and
+  the image is ``images/<id>``; an id without extension means ``images/<id>.png``), see
+  :data:`MONAI_SPLIT_FILES`; rows are grouped by report (the ``CXR<n>_`` prefix of the id, see
+  :func:`report_group`); label columns are matched spelling-insensitively (``Pleural_Other`` ==
+  ``Pleural-Other``) and any other column is reported as an unknown label column;
 - generic CSVs (e.g. MIMIC-CXR exports): an image path column, a report text column, label
   columns given by name and optionally an id and a split column; other columns are ignored.
 
 Label cells: ``1``/``1.0``/``true`` → 1, ``0``/empty → 0, ``-1`` (CheXpert "uncertain") →
 ``uncertain_label`` when given, otherwise an ``invalid_label`` problem, like any other value.
-Problems (missing columns, empty reports, invalid labels, duplicate ids) are returned, not
-raised, so the caller applies the ``bad_input`` policy once for everything.
+A pandas index column (empty header or ``Unnamed: 0``, written by ``DataFrame.to_csv`` without
+``index=False``) is ignored and named in :attr:`CSVReadResult.notes`. Files are read with
+``encoding`` (default UTF-8, a byte-order mark is accepted); a file in another encoding (e.g.
+cp1252 from Excel) raises :class:`~medllama_fusion.datasets.validation.CSVEncodingError` naming
+the file and line. Problems (missing label columns, invalid labels, duplicate ids) are returned,
+not raised, so the caller applies the ``bad_input`` policy once for everything; an empty report
+is not a problem here (the data module decides whether the sample is used without text).
 """
 
 from __future__ import annotations
@@ -26,12 +34,15 @@ from pathlib import Path
 from medllama_fusion.datasets.fusion_dataset import FusionSample
 from medllama_fusion.datasets.validation import (
     DUPLICATE_ID,
-    EMPTY_REPORT,
+    INDEX_COLUMN,
     INVALID_LABEL,
     MISSING_LABEL_COLUMN,
     UNKNOWN_LABEL_COLUMN,
+    CSVEncodingError,
+    DataFileNotFoundError,
     DataProblem,
 )
+from medllama_fusion.errors import InputError
 
 MONAI_SPLIT_FILES: dict[str, str] = {
     "train": "train.csv",
@@ -42,7 +53,14 @@ MONAI_SPLIT_FILES: dict[str, str] = {
 
 MONAI_ID_COLUMN = "id"
 MONAI_TEXT_COLUMN = "report"
-MONAI_IMAGE_TEMPLATE = "images/{id}.png"
+MONAI_IMAGE_TEMPLATE = "images/{id}"
+"""MONAI image location: ``images/<id>`` (``.png`` is appended to an id without extension)."""
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
+"""File name endings that mark an id as a file name (no ``.png`` is appended to it)."""
+
+_REPORT_PREFIX = re.compile(r"^(CXR\d+)_")
+_INDEX_HEADER = re.compile(r"^(|Unnamed: \d+)$")
 
 _TRUE = {"1", "1.0", "true", "yes", "positive"}
 _FALSE = {"0", "0.0", "", "false", "no", "negative", "nan"}
@@ -59,6 +77,108 @@ def column_key(name: str) -> str:
         The key.
     """
     return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+def report_group(sample_id: str) -> str:
+    """Return the OpenI report of an image id (``CXR12_1_IM-0125-1001.png`` → ``CXR12``).
+
+    Args:
+        sample_id: Image id or file name.
+
+    Returns:
+        The ``CXR<n>`` report id, or ``""`` when the id does not start with ``CXR<n>_``.
+    """
+    match = _REPORT_PREFIX.match(sample_id)
+    return match.group(1) if match else ""
+
+
+def template_path(template: str, sample_id: str) -> str:
+    """Fill an image path template; an id without image extension gets ``.png``.
+
+    Args:
+        template: Pattern with ``{id}``, e.g. ``images/{id}``.
+        sample_id: The id (``CXR1_1_IM-0001-3001.png`` or ``CXR1_1_IM-0001-3001``).
+
+    Returns:
+        The relative path.
+    """
+    path = template.format(id=sample_id)
+    if template.endswith("{id}") and Path(sample_id).suffix.lower() not in IMAGE_SUFFIXES:
+        path += ".png"
+    return path
+
+
+def is_index_column(name: str) -> bool:
+    """Tell whether a header names a pandas index column (empty or ``Unnamed: <n>``).
+
+    Args:
+        name: Column header.
+
+    Returns:
+        ``True`` for an index column.
+    """
+    return bool(_INDEX_HEADER.match(name.strip()))
+
+
+def csv_encoding(encoding: str) -> str:
+    """Return the codec used to open CSVs (UTF-8 also accepts a byte-order mark).
+
+    Args:
+        encoding: The user's ``encoding`` setting.
+
+    Returns:
+        ``utf-8-sig`` for any UTF-8 spelling, else ``encoding``.
+
+    Raises:
+        InputError: For an encoding Python does not know.
+    """
+    import codecs
+
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError as error:
+        raise InputError(
+            f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or cp1252."
+        ) from error
+    return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else encoding
+
+
+def read_csv_rows(
+    path: str | Path, encoding: str = "utf-8"
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a CSV file's header and rows, with an actionable error for a wrong encoding.
+
+    Args:
+        path: The CSV file.
+        encoding: Text encoding (``utf-8`` accepts a byte-order mark).
+
+    Returns:
+        ``(fieldnames, rows)``.
+
+    Raises:
+        DataFileNotFoundError: If the file does not exist.
+        CSVEncodingError: If the file cannot be decoded with ``encoding``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileNotFoundError(f"CSV file {path} does not exist; check `root`/`csv_path`.")
+    codec = csv_encoding(encoding)
+    try:
+        with path.open(newline="", encoding=codec) as handle:
+            reader = csv.DictReader(handle)
+            fieldnames = list(reader.fieldnames or [])
+            rows = list(reader)
+    except UnicodeDecodeError as error:
+        raw = path.read_bytes()
+        line = raw[: error.start].count(b"\n") + 1
+        bad = raw[error.start : error.end]
+        suggestion = "utf-8" if codec != "utf-8-sig" else "cp1252"
+        raise CSVEncodingError(
+            f"{path} line {line} is not valid {encoding} (byte(s) {bad!r}): the file was saved "
+            f"in another encoding, e.g. by Excel. Pass `encoding: {suggestion}` (or the encoding "
+            "it was written in), or re-save the file as UTF-8."
+        ) from error
+    return fieldnames, rows
 
 
 def parse_label_value(cell: str | None, uncertain_label: float | None = None) -> float | None:
@@ -89,11 +209,13 @@ class CSVReadResult:
         samples: Samples read (including ones with problems; drop them by id per policy).
         problems: Problems found.
         splits: Sample id → split name from the split column (empty without one).
+        notes: Things reported but never an error (e.g. an ignored pandas index column).
     """
 
     samples: list[FusionSample] = field(default_factory=list)
     problems: list[DataProblem] = field(default_factory=list)
     splits: dict[str, str] = field(default_factory=dict)
+    notes: list[DataProblem] = field(default_factory=list)
 
 
 def _resolve_label_columns(
@@ -130,6 +252,8 @@ def read_samples_csv(
     strict_columns: bool = True,
     uncertain_label: float | None = None,
     ignore_columns: Sequence[str] = (),
+    encoding: str = "utf-8",
+    group_by_report: bool = False,
 ) -> CSVReadResult:
     """Read a CSV of (image, report, labels) rows into samples and problems.
 
@@ -141,7 +265,7 @@ def read_samples_csv(
         image_column: Column with the image path (relative to ``image_root``). Takes precedence
             over ``image_template``.
         image_template: Image path pattern with ``{id}`` relative to ``image_root`` (MONAI:
-            ``images/{id}.png``); used when ``image_column`` is ``None``.
+            ``images/{id}``, see :func:`template_path`); used when ``image_column`` is ``None``.
         id_column: Column with a unique sample id; ``None`` uses the image path (without suffix)
             or, failing that, ``<file stem>-<row number>``.
         split_column: Optional column naming each row's split (``train``/``val``/``test``).
@@ -151,24 +275,23 @@ def read_samples_csv(
             ignored (generic CSVs often carry metadata columns).
         uncertain_label: Value for CheXpert-style ``-1`` cells; ``None`` reports them as invalid.
         ignore_columns: Columns to ignore without a problem.
+        encoding: Text encoding of the file (``utf-8`` accepts a byte-order mark).
+        group_by_report: Group rows by the OpenI report of their id (:func:`report_group`).
 
     Returns:
         A :class:`CSVReadResult`.
 
     Raises:
-        FileNotFoundError: If ``csv_path`` does not exist.
-        ValueError: If the id/text/image/split columns are missing, or no image source is given.
+        DataFileNotFoundError: If ``csv_path`` does not exist.
+        CSVEncodingError: If the file is not in ``encoding``.
+        InputError: If the id/text/image/split columns are missing, or no image source is given.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"CSV file {csv_path} does not exist; check `root`/`csv_path`.")
     root = Path(image_root) if image_root is not None else csv_path.parent
     if image_column is None and image_template is None:
-        raise ValueError("give `image_column` or `image_template` to locate the images.")
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fieldnames = list(reader.fieldnames or [])
-        rows = list(reader)
+        raise InputError("give `image_column` or `image_template` to locate the images.")
+    fieldnames, rows = read_csv_rows(csv_path, encoding)
+    index_columns = [name for name in fieldnames if is_index_column(name)]
     structural = [
         (arg, column)
         for arg, column in (
@@ -181,14 +304,23 @@ def read_samples_csv(
     ]
     for arg, column in structural:
         if column not in fieldnames:
-            raise ValueError(
+            raise InputError(
                 f"{arg}={column!r} is not a column of {csv_path}; columns are {fieldnames}. "
                 f"Pass the right `{arg}`."
             )
-    reserved = {column for _, column in structural} | set(ignore_columns)
+    reserved = {column for _, column in structural} | set(ignore_columns) | set(index_columns)
     if label_names is None:
         label_names = [name for name in fieldnames if name not in reserved]
     mapping, problems = _resolve_label_columns(fieldnames, label_names, csv_path)
+    notes = [
+        DataProblem(
+            INDEX_COLUMN,
+            f"{csv_path}:{name!r}" if name else f"{csv_path}:'' (empty header)",
+            f"column {fieldnames.index(name) + 1} {name!r} looks like a pandas index; ignored",
+        )
+        for name in index_columns
+        if name not in reserved - set(index_columns)
+    ]
     if strict_columns:
         used = reserved | set(mapping.values())
         problems.extend(
@@ -200,7 +332,7 @@ def read_samples_csv(
             for name in fieldnames
             if name not in used
         )
-    result = CSVReadResult(problems=problems)
+    result = CSVReadResult(problems=problems, notes=notes)
     seen: set[str] = set()
     for number, row in enumerate(rows, start=2):  # line 1 is the header
         image_rel = row.get(image_column) if image_column else None
@@ -218,16 +350,14 @@ def read_samples_csv(
             )
             continue
         seen.add(sample_id)
+        image_path: Path | None
         if image_column is not None:
-            image_path = root / (image_rel or "").strip()
+            relative = (image_rel or "").strip()
+            image_path = root / relative if relative else None
         else:
             assert image_template is not None
-            image_path = root / image_template.format(id=sample_id)
+            image_path = root / template_path(image_template, sample_id)
         text = " ".join((row.get(text_column) or "").split())
-        if not text:
-            result.problems.append(
-                DataProblem(EMPTY_REPORT, sample_id, f"{csv_path} line {number}", sample_id)
-            )
         labels: list[float] = []
         for label in label_names:
             label_column = mapping.get(label)
@@ -247,7 +377,13 @@ def read_samples_csv(
                 value = 0.0
             labels.append(value)
         result.samples.append(
-            FusionSample(id=sample_id, image_path=image_path, text=text, labels=tuple(labels))
+            FusionSample(
+                id=sample_id,
+                image_path=image_path,
+                text=text,
+                labels=tuple(labels),
+                group=report_group(sample_id) if group_by_report else "",
+            )
         )
         if split_column is not None:
             result.splits[sample_id] = (row.get(split_column) or "").strip()
@@ -255,12 +391,18 @@ def read_samples_csv(
 
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "MONAI_ID_COLUMN",
     "MONAI_IMAGE_TEMPLATE",
     "MONAI_SPLIT_FILES",
     "MONAI_TEXT_COLUMN",
     "CSVReadResult",
     "column_key",
+    "csv_encoding",
+    "is_index_column",
     "parse_label_value",
+    "read_csv_rows",
     "read_samples_csv",
+    "report_group",
+    "template_path",
 ]

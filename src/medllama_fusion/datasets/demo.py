@@ -8,11 +8,13 @@
   ``nlmcxr_dicom_metadata.csv`` (columns ``imageid``, ``View Position``, ``filename`` like
   torchxrayvision's table) so frontal-view selection works on the demo. Every report has a
   frontal image (PA, sometimes AP); about half also have a lateral (``LL``) image.
-- MONAI CSV layout: ``train.csv``/``validation.csv``/``test.csv`` with ``id, report`` and the 14
-  label columns (``Pleural_Other`` spelled with an underscore) and ``images/<id>.png`` (the
-  frontal image). Split sizes follow the paper's proportions (~85/3/12 %, the paper has
-  3199/101/377) except that validation gets at least ``min(60, 15 %)`` reports so its AUROC is
-  meaningful; with 600 reports that is 468/60/72.
+- MONAI CSV layout as the TransCheX tutorial's ``preprocess_openi.py`` publishes it:
+  ``train.csv``/``validation.csv``/``test.csv`` with ``id, report`` and the 14 label columns
+  (``Pleural_Other`` spelled with an underscore), ``id`` being the image file name with its
+  extension (``CXR1_1_IM-0001-3001.png``), and the frontal image at ``images/<id>``. Split sizes
+  follow the paper's proportions (~85/3/12 %, the paper has 3199/101/377) except that
+  validation gets at least ``min(60, 15 %)`` reports so its AUROC is meaningful; with 600
+  reports that is 468/60/72.
 - ``tokenizer/``: a word-level ``tokenizers`` tokenizer over the demo vocabulary wrapped in
   ``PreTrainedTokenizerFast`` (``[PAD]`` = id 0, ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]``;
   lower-cased; vocab < 512) saved with ``save_pretrained``.
@@ -616,7 +618,11 @@ def make_demo_dataset(
                         i for i, v in zip(report.image_ids, report.views, strict=True) if v != "LL"
                     )
                     writer.writerow(
-                        [frontal_id, texts[index], *(report.labels[lb] for lb in OPENI_LABELS)]
+                        [
+                            f"{frontal_id}.png",
+                            texts[index],
+                            *(report.labels[lb] for lb in OPENI_LABELS),
+                        ]
                     )
                     _write_png(frontal_pixels[report.number], csv_images / f"{frontal_id}.png")
     tokenizer = build_demo_tokenizer(texts)

@@ -1,13 +1,21 @@
 """Torch ``Dataset`` of (image, tokenized report, labels) samples and the batch collator.
 
 A :class:`FusionSample` is one image + report + label vector, whatever the source layout (raw
-NLM XML, MONAI CSV, generic CSV). :class:`FusionDataset` reads the image on access (with the
-split's transform) and returns pre-tokenized ids (tokenization happens once per data module,
-not per epoch). :class:`FusionCollator` builds the SPEC batch:
+NLM XML, MONAI CSV, generic CSV); either modality may be absent (``image_path=None`` or an empty
+``text``). :class:`FusionDataset` reads the image on access (with the split's transform) and
+returns pre-tokenized ids (tokenization happens once per data module, not per epoch).
+``modalities`` selects what is loaded at all: a text-only dataset never opens an image file, an
+image-only dataset never needs report text. :class:`FusionCollator` builds the batch:
 
-``input_ids`` LongTensor [B, L] (right-padded with the pad id), ``attention_mask`` LongTensor
-[B, L], ``pixel_values`` FloatTensor [B, 1, H, W], ``labels`` FloatTensor [B, num_labels]
-(absent when the samples have no labels) and ``ids`` list[str].
+- ``input_ids`` / ``attention_mask`` LongTensor [B, L] (right-padded with the pad id) and
+  ``text_present`` BoolTensor [B] — only when ``"text"`` is among the modalities; a sample
+  without text has an all-padding row and ``text_present=False``;
+- ``pixel_values`` FloatTensor [B, 1, H, W] and ``image_present`` BoolTensor [B] — only when
+  ``"image"`` is among the modalities; a sample without an image has zeros and
+  ``image_present=False``;
+- ``labels`` FloatTensor [B, num_labels] (absent when the samples have no labels), ``ids``
+  list[str], ``index`` LongTensor [B] (row of the sample in its split's dataset) and
+  ``group_index`` LongTensor [B] (integer id of the sample's report group within the dataset).
 """
 
 from __future__ import annotations
@@ -21,32 +29,80 @@ import torch
 from torch.utils.data import Dataset
 
 from medllama_fusion.datasets.images import load_image
+from medllama_fusion.errors import InputError
+
+MODALITIES: tuple[str, ...] = ("text", "image")
+"""The modalities a data module can serve, in canonical order."""
+
+
+class ImageReadError(InputError):
+    """An image file could not be decoded while building a batch (names the file and sample).
+
+    A DataLoader worker re-raises it in the main process with the worker's traceback pasted into
+    the message; that traceback is cut here so the message stays the one line a user needs.
+    """
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        if "Original Traceback" in message and marker in message:
+            where = message.splitlines()[0].removeprefix("Caught ").rstrip(".")
+            message = f"{message.rsplit(marker, 1)[1].strip()} (raised {where})"
+        super().__init__(message)
+
+
+def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+    """Validate a ``modalities`` list and return it in canonical order.
+
+    Args:
+        modalities: A non-empty subset of ``["text", "image"]``.
+
+    Returns:
+        The modalities as a tuple, ``text`` first.
+
+    Raises:
+        InputError: For an empty list or an unknown name.
+    """
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    unknown = [name for name in modalities if name not in MODALITIES]
+    if unknown or not modalities:
+        raise InputError(
+            f"modalities must be a non-empty subset of {list(MODALITIES)}; got {list(modalities)}. "
+            "Use e.g. `modalities: [text]` for a text-only run."
+        )
+    return tuple(name for name in MODALITIES if name in modalities)
 
 
 @dataclass(frozen=True)
 class FusionSample:
-    """One image-report sample.
+    """One image-report sample (either modality may be missing).
 
     Attributes:
         id: Unique sample id (image id for OpenI; row id for CSVs).
-        image_path: Path of the image file.
-        text: Report text, already formatted (e.g. ``FINDINGS : ... IMPRESSION : ...``).
+        image_path: Path of the image file; ``None`` when the sample has no image.
+        text: Report text, already formatted (e.g. ``FINDINGS : ... IMPRESSION : ...``); empty
+            when the sample has no report.
         labels: Label vector in {0, 1}, ordered like the data module's ``label_names``;
             ``None`` for unlabelled (predict-only) data.
-        group: Grouping key for splitting (the report id) so that the images of one report
-            never land in different splits. Defaults to ``id`` when empty.
+        group: Grouping key (the report id) so that the images of one report never land in
+            different splits and are resampled together. Defaults to ``id`` when empty.
     """
 
     id: str
-    image_path: Path
+    image_path: Path | None
     text: str
     labels: tuple[float, ...] | None = None
     group: str = ""
 
     @property
     def group_key(self) -> str:
-        """Return the split grouping key (``group`` or, if empty, ``id``)."""
+        """Return the grouping key (``group`` or, if empty, ``id``)."""
         return self.group or self.id
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the sample has non-blank report text."""
+        return bool(self.text.strip())
 
 
 class FusionDataset(Dataset[dict[str, Any]]):
@@ -54,11 +110,16 @@ class FusionDataset(Dataset[dict[str, Any]]):
 
     Args:
         samples: The samples.
-        input_ids: Token ids per sample (same order as ``samples``), unpadded, already truncated.
+        input_ids: Token ids per sample (same order as ``samples``), unpadded, already truncated;
+            ignored (may be empty) when ``"text"`` is not among ``modalities``.
         transform: Image transform applied to the ``FloatTensor [1, H, W]`` read from disk.
+        modalities: What to load: ``("text", "image")``, ``("text",)`` or ``("image",)``.
+        image_present: Per sample, whether its image is usable (default: ``image_path`` is set).
+        text_present: Per sample, whether its text is usable (default: non-blank text).
+        image_size: ``(height, width)`` of the zero image given to samples without an image.
 
     Raises:
-        ValueError: If ``samples`` and ``input_ids`` differ in length.
+        ValueError: If ``samples`` and ``input_ids`` (or the presence lists) differ in length.
     """
 
     def __init__(
@@ -66,37 +127,81 @@ class FusionDataset(Dataset[dict[str, Any]]):
         samples: Sequence[FusionSample],
         input_ids: Sequence[Sequence[int]],
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        modalities: Sequence[str] = MODALITIES,
+        image_present: Sequence[bool] | None = None,
+        text_present: Sequence[bool] | None = None,
+        image_size: tuple[int, int] = (224, 224),
     ) -> None:
-        if len(samples) != len(input_ids):
+        self.modalities = check_modalities(modalities)
+        self.samples = list(samples)
+        if "text" in self.modalities and len(samples) != len(input_ids):
             raise ValueError(
                 f"got {len(samples)} samples but {len(input_ids)} token sequences; pass one "
                 "token sequence per sample."
             )
-        self.samples = list(samples)
         self.input_ids = [list(ids) for ids in input_ids]
         self.transform = transform
+        self.image_size = image_size
+        self.image_present = (
+            [s.image_path is not None for s in self.samples]
+            if image_present is None
+            else [bool(v) for v in image_present]
+        )
+        self.text_present = (
+            [s.has_text for s in self.samples]
+            if text_present is None
+            else [bool(v) for v in text_present]
+        )
+        if len(self.image_present) != len(self.samples) or len(self.text_present) != len(
+            self.samples
+        ):
+            raise ValueError("image_present/text_present need one entry per sample.")
+        groups: dict[str, int] = {}
+        self.group_index = [groups.setdefault(s.group_key, len(groups)) for s in self.samples]
 
     def __len__(self) -> int:
         """Return the number of samples."""
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Return ``{"pixel_values", "input_ids", "attention_mask", "labels"?, "id"}``."""
+    def _image(self, index: int) -> torch.Tensor:
+        """Load the image of sample ``index`` (zeros when it has none)."""
         sample = self.samples[index]
-        ids = torch.tensor(self.input_ids[index], dtype=torch.long)
+        if not self.image_present[index] or sample.image_path is None:
+            height, width = self.image_size
+            return torch.zeros((1, height, width), dtype=torch.float32)
+        try:
+            return load_image(sample.image_path, self.transform)
+        except Exception as error:  # any decoder error: name the file and the sample
+            raise ImageReadError(
+                f"cannot read image {sample.image_path} of sample {sample.id!r} "
+                f"({type(error).__name__}: {error}). Re-export or remove the file; with "
+                "`verify_images: true` (default) and `bad_input: skip` unreadable images are "
+                "dropped at setup."
+            ) from error
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Return one item: ``id``, ``index``, ``group_index``, the loaded modalities, labels."""
+        sample = self.samples[index]
         item: dict[str, Any] = {
             "id": sample.id,
-            "pixel_values": load_image(sample.image_path, self.transform),
-            "input_ids": ids,
-            "attention_mask": torch.ones_like(ids),
+            "index": index,
+            "group_index": self.group_index[index],
         }
+        if "text" in self.modalities:
+            present = self.text_present[index]
+            ids = torch.tensor(self.input_ids[index] if present else [], dtype=torch.long)
+            item["input_ids"] = ids
+            item["text_present"] = present
+        if "image" in self.modalities:
+            item["pixel_values"] = self._image(index)
+            item["image_present"] = self.image_present[index]
         if sample.labels is not None:
             item["labels"] = torch.tensor(sample.labels, dtype=torch.float32)
         return item
 
 
 class FusionCollator:
-    """Collate :class:`FusionDataset` items into the SPEC batch dict.
+    """Collate :class:`FusionDataset` items into the batch dict (see the module docstring).
 
     Args:
         pad_token_id: Id used to right-pad ``input_ids``.
@@ -117,26 +222,44 @@ class FusionCollator:
         self.pad_to_max_length = pad_to_max_length
         self.max_length = max_length
 
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Stack images/labels and right-pad token ids and attention masks."""
+    def _text(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Right-pad the token ids of ``items``."""
         lengths = [int(item["input_ids"].numel()) for item in items]
         width = max(lengths, default=0)
         if self.pad_to_max_length and self.max_length is not None:
             width = max(width, self.max_length)
+        width = max(width, 1)  # a batch of text-less samples still has one (padding) column
         input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
         for row, (item, length) in enumerate(zip(items, lengths, strict=True)):
             input_ids[row, :length] = item["input_ids"]
             attention_mask[row, :length] = 1
-        batch: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": torch.stack([item["pixel_values"] for item in items]),
-            "ids": [str(item["id"]) for item in items],
-        }
+        present = torch.tensor([bool(item.get("text_present", True)) for item in items])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "text_present": present}
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Stack images/labels, right-pad token ids, add presence masks and indices."""
+        batch: dict[str, Any] = {}
+        if items and "input_ids" in items[0]:
+            batch.update(self._text(items))
+        if items and "pixel_values" in items[0]:
+            batch["pixel_values"] = torch.stack([item["pixel_values"] for item in items])
+            batch["image_present"] = torch.tensor(
+                [bool(item.get("image_present", True)) for item in items]
+            )
+        batch["ids"] = [str(item["id"]) for item in items]
+        batch["index"] = torch.tensor([int(item.get("index", -1)) for item in items])
+        batch["group_index"] = torch.tensor([int(item.get("group_index", -1)) for item in items])
         if items and all("labels" in item for item in items):
             batch["labels"] = torch.stack([item["labels"] for item in items])
         return batch
 
 
-__all__ = ["FusionCollator", "FusionDataset", "FusionSample"]
+__all__ = [
+    "MODALITIES",
+    "FusionCollator",
+    "FusionDataset",
+    "FusionSample",
+    "ImageReadError",
+    "check_modalities",
+]

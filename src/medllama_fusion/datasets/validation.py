@@ -24,6 +24,7 @@ from medllama_fusion.errors import InputError
 logger = logging.getLogger(__name__)
 
 BAD_INPUT_POLICIES: tuple[str, ...] = ("error", "skip")
+MISSING_MODALITY_POLICIES: tuple[str, ...] = ("keep", "drop")
 
 MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"
@@ -35,6 +36,8 @@ INVALID_LABEL = "invalid_label"
 NO_FRONTAL_IMAGE = "no_frontal_image"
 DUPLICATE_ID = "duplicate_id"
 UNKNOWN_SPLIT = "unknown_split"
+INDEX_COLUMN = "index_column"
+NO_USABLE_MODALITY = "no_usable_modality"
 
 PROBLEM_HINTS: dict[str, str] = {
     MISSING_IMAGE: "restore the files or fix the image root/paths",
@@ -47,7 +50,16 @@ PROBLEM_HINTS: dict[str, str] = {
     NO_FRONTAL_IMAGE: "check `views`/`metadata_csv` or provide frontal images",
     DUPLICATE_ID: "make the ids unique",
     UNKNOWN_SPLIT: "use train/val/test (or train/validate/test) in the split column",
+    INDEX_COLUMN: "a pandas index column; write the CSV with index=False to silence this",
+    NO_USABLE_MODALITY: "the item has neither a usable report nor a usable image",
 }
+
+USED_WITHOUT_TEXT = "used without text"
+USED_WITHOUT_IMAGE = "used without image"
+NOT_USED = "not used"
+NOTES = "notes"
+SUMMARY_SECTIONS: tuple[str, ...] = (USED_WITHOUT_IMAGE, USED_WITHOUT_TEXT, NOT_USED, NOTES)
+"""Sections of the data summary logged by the data modules' ``setup``."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,76 @@ class DataProblemError(InputError):
         super().__init__(format_problems(self.problems, source=source, max_per_kind=50))
 
 
+class EmptySplitError(InputError):
+    """A train/val/test split ended up with no samples."""
+
+
+class SplitLeakError(InputError):
+    """The same sample id or report group appears in two splits."""
+
+
+class DataFileNotFoundError(InputError, FileNotFoundError):
+    """A data file or folder the settings point to does not exist."""
+
+
+class CSVEncodingError(InputError):
+    """A CSV file is not in the expected text encoding."""
+
+
+def check_missing_modality_policy(missing_modality: str) -> str:
+    """Validate a ``missing_modality`` policy string.
+
+    Args:
+        missing_modality: ``"keep"`` or ``"drop"``.
+
+    Returns:
+        The policy.
+
+    Raises:
+        InputError: For any other value.
+    """
+    if missing_modality not in MISSING_MODALITY_POLICIES:
+        raise InputError(
+            f"missing_modality must be one of {MISSING_MODALITY_POLICIES}; "
+            f"got {missing_modality!r}."
+        )
+    return missing_modality
+
+
+def format_data_summary(
+    source: str,
+    n_read: int,
+    n_used: int,
+    sections: dict[str, list[DataProblem]],
+    examples: int = 5,
+) -> str:
+    """Render the one data summary: what was used with a modality missing, what was not used.
+
+    Args:
+        source: The data source, named in the first line.
+        n_read: Number of items read.
+        n_used: Number of samples used.
+        sections: Section name (see :data:`SUMMARY_SECTIONS`) → entries; each entry's ``kind``
+            groups it and its ``item`` is shown as an example id.
+        examples: Example ids shown per kind.
+
+    Returns:
+        The multi-line summary.
+    """
+    lines = [f"{source}: {n_read} item(s) read, {n_used} used."]
+    for section in SUMMARY_SECTIONS:
+        entries = sections.get(section, [])
+        if not entries:
+            continue
+        lines.append(f"  {section} ({len(entries)}):")
+        for kind, items in group_problems(entries).items():
+            shown = ", ".join(problem.item for problem in items[:examples])
+            more = f", ... ({len(items) - examples} more)" if len(items) > examples else ""
+            detail = f" [{items[0].detail}]" if section == NOTES and items[0].detail else ""
+            lines.append(f"    {kind} ({len(items)}): {shown}{more}{detail}")
+    return "\n".join(lines)
+
+
 def check_bad_input_policy(bad_input: str) -> str:
     """Validate a ``bad_input`` policy string.
 
@@ -95,10 +177,10 @@ def check_bad_input_policy(bad_input: str) -> str:
         The policy.
 
     Raises:
-        ValueError: For any other value.
+        InputError: For any other value.
     """
     if bad_input not in BAD_INPUT_POLICIES:
-        raise ValueError(f"bad_input must be one of {BAD_INPUT_POLICIES}; got {bad_input!r}.")
+        raise InputError(f"bad_input must be one of {BAD_INPUT_POLICIES}; got {bad_input!r}.")
     return bad_input
 
 
@@ -189,18 +271,32 @@ __all__ = [
     "CORRUPT_IMAGE",
     "DUPLICATE_ID",
     "EMPTY_REPORT",
+    "INDEX_COLUMN",
     "INVALID_LABEL",
     "MALFORMED_XML",
     "MISSING_IMAGE",
     "MISSING_LABEL_COLUMN",
+    "MISSING_MODALITY_POLICIES",
+    "NOTES",
+    "NOT_USED",
     "NO_FRONTAL_IMAGE",
+    "NO_USABLE_MODALITY",
     "PROBLEM_HINTS",
+    "SUMMARY_SECTIONS",
     "UNKNOWN_LABEL_COLUMN",
     "UNKNOWN_SPLIT",
+    "USED_WITHOUT_IMAGE",
+    "USED_WITHOUT_TEXT",
+    "CSVEncodingError",
+    "DataFileNotFoundError",
     "DataProblem",
     "DataProblemError",
+    "EmptySplitError",
+    "SplitLeakError",
     "apply_bad_input_policy",
     "check_bad_input_policy",
+    "check_missing_modality_policy",
+    "format_data_summary",
     "format_problems",
     "group_problems",
 ]
