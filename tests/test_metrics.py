@@ -219,3 +219,18 @@ def test_bad_arguments_raise() -> None:
         bootstrap_auroc(PREDS, TARGET, groups=torch.zeros(3))
     with pytest.raises(ValueError, match="min_positives"):
         ci_classes(TARGET, 0)
+
+
+def test_report_also_gives_the_mean_over_every_defined_class() -> None:
+    from medllama_fusion.metrics import auroc_report
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.zeros(40, 3, dtype=torch.long)
+    target[:20, 0] = 1  # 20 positives: in the fixed set
+    target[:3, 1] = 1  # 3 positives: defined, but below min_positives
+    preds = torch.rand(40, 3, generator=generator)
+    report = auroc_report(preds, target, ["a", "b", "c"], num_resamples=0, min_positives=10)
+    assert report.in_mean == [True, False, False]
+    assert report.mean == pytest.approx(report.auroc[0])
+    assert report.mean_all_defined == pytest.approx((report.auroc[0] + report.auroc[1]) / 2)
+    assert [row["label"] for row in report.rows()][-2:] == ["mean", "mean (all defined)"]

@@ -267,6 +267,8 @@ class AUROCReport:
         label_names: Class names, length ``C``.
         auroc: Per-class AUROC (``NaN`` = undefined), length ``C``.
         mean: Macro mean over the fixed class set ``in_mean`` (``NaN`` if it is empty).
+        mean_all_defined: Macro mean over every class with a defined AUROC (the number papers
+            usually report; no interval, since classes with few positives have no reliable one).
         positives: Positive count per class.
         negatives: Negative count per class.
         in_mean: Per class, whether it belongs to the fixed set (enough positives and negatives).
@@ -289,6 +291,7 @@ class AUROCReport:
     ci_low: list[float] = field(default_factory=list)
     ci_high: list[float] = field(default_factory=list)
     mean_ci: tuple[float, float] = (math.nan, math.nan)
+    mean_all_defined: float = math.nan
     confidence: float = 0.95
     min_positives: int = DEFAULT_MIN_POSITIVES
     num_clusters: int = 0
@@ -328,6 +331,18 @@ class AUROCReport:
                 "positives": sum(self.positives),
                 "negatives": sum(self.negatives),
                 "note": note,
+            }
+        )
+        defined = sum(not math.isnan(value) for value in self.auroc)
+        rows.append(
+            {
+                "label": "mean (all defined)",
+                "auroc": self.mean_all_defined,
+                "ci_low": math.nan,
+                "ci_high": math.nan,
+                "positives": sum(self.positives),
+                "negatives": sum(self.negatives),
+                "note": f"macro mean over the {defined} classes with a defined AUROC; no CI",
             }
         )
         return rows
@@ -394,6 +409,11 @@ def auroc_report(
         label_names=list(label_names),
         auroc=[float(v) for v in per_class.tolist()],
         mean=mean,
+        mean_all_defined=(
+            float(per_class[~undefined.to(per_class.device)].double().mean())
+            if bool((~undefined).any())
+            else math.nan
+        ),
         positives=[int(v) for v in positives.tolist()],
         negatives=[int(v) for v in negatives.tolist()],
         in_mean=[bool(v) for v in fixed.tolist()],

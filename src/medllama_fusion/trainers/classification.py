@@ -498,7 +498,8 @@ class FusionClassifier(LightningModule):
         """Log test metrics, then build, print and save the table with bootstrap intervals.
 
         ``test/auroc`` is the table's macro mean: over the classes with at least
-        ``min_positives`` positives and negatives.
+        ``min_positives`` positives and negatives. ``test/auroc_all_defined`` averages every class
+        with a defined AUROC (comparable to papers that average all labels).
         """
         metric = self.test_auroc
         per_class = metric.compute()
@@ -516,6 +517,7 @@ class FusionClassifier(LightningModule):
             min_positives=self.hparams["min_positives"],
         )
         self._log_eval("test", metric, per_class, torch.tensor(report.mean))
+        self.log("test/auroc_all_defined", float(report.mean_all_defined), sync_dist=False)
         metric.reset()
         self.test_report = report
         for name, count in zip(self.label_names, report.positives, strict=False):
