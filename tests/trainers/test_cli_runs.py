@@ -317,21 +317,23 @@ MONAI_LABELS = [
 @pytest.fixture
 def broken_monai_root(tmp_path: Path) -> tuple[Path, str]:
     """The MONAI TransCheX layout written by hand (``id`` = image file name, image at
-    ``images/<id>``), with one image file missing from ``train.csv``. Returns (root, missing id).
+    ``images/<id>``), with one corrupt image file in ``train.csv``. Returns (root, corrupt id).
     """
     root = tmp_path / "openi"
     (root / "images").mkdir(parents=True)
-    missing = "CXR3_1_IM-0003-2001.png"
-    for split in ("train", "validation", "test"):
+    broken = "CXR3_1_IM-0003-2001.png"
+    for offset, split in enumerate(("train", "validation", "test")):
         lines = ["id,report," + ",".join(MONAI_LABELS)]
-        for i in range(1, 5):
-            image_id = f"CXR{i}_1_IM-000{i}-{1000 * (i % 2 + 1) + 1}.png"
-            labels = ["1" if j == i else "0" for j in range(len(MONAI_LABELS))]
+        for i in range(1 + 10 * offset, 5 + 10 * offset):
+            image_id = f"CXR{i}_1_IM-{i:04d}-{1000 * (i % 2 + 1) + 1}.png"
+            labels = ["1" if j == i % len(MONAI_LABELS) else "0" for j in range(len(MONAI_LABELS))]
             lines.append(f'{image_id},"Findings: case {i}. Heart size normal.",' + ",".join(labels))
-            if not (split == "train" and image_id == missing):
-                Image.new("L", (32, 32), color=40 * i).save(root / "images" / image_id)
+            if image_id == broken:
+                (root / "images" / image_id).write_bytes(b"this is not a PNG file")
+            else:
+                Image.new("L", (32, 32), color=20 * (i % 10)).save(root / "images" / image_id)
         (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return root, missing
+    return root, broken
 
 
 def _broken_args(root: Path, demo_root: Path, tiny_conf: Path, out: Path) -> list[str]:
@@ -342,6 +344,8 @@ def _broken_args(root: Path, demo_root: Path, tiny_conf: Path, out: Path) -> lis
         out,
         "--data.init_args.bad_input",
         "error",
+        "--data.init_args.verify_images",
+        "true",
         "--data.init_args.tokenizer",
         str(demo_root / "tokenizer"),
     )
@@ -350,7 +354,7 @@ def _broken_args(root: Path, demo_root: Path, tiny_conf: Path, out: Path) -> lis
 def test_cli_reports_data_problem_without_traceback(
     broken_monai_root: tuple[Path, str], demo_root: Path, tiny_conf: Path, tmp_path: Path
 ) -> None:
-    root, missing = broken_monai_root
+    root, broken = broken_monai_root
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"))
     env.pop(DEBUG_ENV, None)
     result = subprocess.run(
@@ -368,7 +372,7 @@ def test_cli_reports_data_problem_without_traceback(
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     message = result.stderr[result.stderr.index("medllama-fusion: error: ") :]
-    assert missing in message and "missing_image" in message
+    assert broken in message and "corrupt_image" in message
     assert DEBUG_ENV in message  # says how to see the traceback
 
 
@@ -379,7 +383,7 @@ def test_debug_env_reraises_data_problem(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    root, missing = broken_monai_root
+    root, broken = broken_monai_root
     monkeypatch.setenv(DEBUG_ENV, "1")
-    with pytest.raises(DataProblemError, match=missing):
+    with pytest.raises(DataProblemError, match=broken):
         run_cli(_broken_args(root, demo_root, tiny_conf, tmp_path / "out"))
