@@ -99,6 +99,20 @@ def test_every_command_says_whether_it_runs(page: Path) -> None:
     )
 
 
+COMMAND_START = re.compile(r"^(medllama-fusion |python |pip |PYTHONPATH=|bash )", re.MULTILINE)
+
+
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda page: str(page.relative_to(DOCS)))
+def test_commands_are_in_shell_blocks(page: Path) -> None:
+    """A command in an unlabelled (or text) block would escape the run-or-say-why check."""
+    hidden = [
+        f"{block.page}:{block.line}"
+        for block in blocks(page)
+        if block.language in {"", "text"} and COMMAND_START.search(block.body)
+    ]
+    assert not hidden, f"commands outside ```bash blocks: {hidden}"
+
+
 def _shims(folder: Path) -> dict[str, str]:
     """Return an environment whose ``python`` and ``medllama-fusion`` are this interpreter's.
 
