@@ -20,7 +20,9 @@ __all__ = ["EpochSeed", "PredictionCSVWriter", "batch_seed"]
 class PredictionCSVWriter(BasePredictionWriter):
     """Write per-label probabilities with example ids to a CSV at the end of ``predict``.
 
-    Columns: ``id`` then one column per label name of the module (``label_<i>`` if it has none).
+    Columns: ``id`` then one column per label name of the module (``label_<i>`` if it has none),
+    then ``<label>_decision`` (0/1) per label when the batches carry ``decisions``
+    (:class:`~medllama_fusion.operating_points.OperatingPoints` with thresholds).
     With several processes each rank writes ``<stem>.rank<r>.csv``.
 
     Args:
@@ -57,13 +59,16 @@ class PredictionCSVWriter(BasePredictionWriter):
             header_written = False
             for out in batches:
                 probs = out["probs"].float().cpu()
+                decisions = out.get("decisions")  # 0/1 at the OperatingPoints thresholds
                 if not header_written:
                     names = names or [f"label_{i}" for i in range(probs.shape[1])]
-                    writer.writerow(["id", *names])
+                    extra = [f"{n}_decision" for n in names] if decisions is not None else []
+                    writer.writerow(["id", *names, *extra])
                     header_written = True
                 ids = out["ids"] or [str(i) for i in range(len(probs))]
-                for example_id, row in zip(ids, probs.tolist(), strict=False):
-                    writer.writerow([example_id, *(f"{p:.6f}" for p in row)])
+                flags = decisions.cpu().tolist() if decisions is not None else [[]] * len(probs)
+                for example_id, row, flag in zip(ids, probs.tolist(), flags, strict=False):
+                    writer.writerow([example_id, *(f"{p:.6f}" for p in row), *flag])
         self.written = path
 
 

@@ -1,4 +1,4 @@
-"""Command-line interface: ``medllama-fusion {fit,validate,test,predict} --config ...``.
+"""Command-line interface: ``medllama-fusion {fit,validate,test,predict,explain,export} ...``.
 
 A :class:`~lightning.pytorch.cli.LightningCLI` subclass. Models and datamodules are selected by
 ``class_path`` (short names such as ``FusionClassifier``, ``ParallelFusion`` and
@@ -17,6 +17,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 
 from .callbacks import PredictionCSVWriter
 from .configs import list_presets, preset_path
+from .operating_points import OperatingPoints
 
 __all__ = ["FusionCLI", "cli_main", "main", "resolve_preset_configs"]
 
@@ -29,6 +30,7 @@ class FusionCLI(LightningCLI):
         parser.link_arguments(
             "data.label_names", "model.init_args.label_names", apply_on="instantiate"
         )
+        parser.add_lightning_class_args(OperatingPoints, "operating_points")
 
 
 def resolve_preset_configs(argv: list[str]) -> list[str]:
@@ -91,9 +93,18 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
 def main(args: ArgsType = None) -> None:
     """Console entry point ``medllama-fusion`` (and ``python -m medllama_fusion``).
 
+    ``explain`` and ``export`` run :func:`medllama_fusion.explain.main` and
+    :func:`medllama_fusion.export.main`; everything else goes to LightningCLI.
+
     Args:
         args: Command-line arguments; ``sys.argv`` if None.
     """
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, list) and argv and argv[0] in ("explain", "export"):
+        from importlib import import_module
+
+        import_module(f"medllama_fusion.{argv[0]}").main(argv[1:])
+        return
     cli_main(args)
 
 
