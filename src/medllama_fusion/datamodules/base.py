@@ -372,6 +372,9 @@ class FusionDataModule(pl.LightningDataModule):
                 name: [by_id[i] for i in loaded.splits.get(name, []) if i in by_id]
                 for name in SPLIT_NAMES
             }
+        elif samples and all(sample.labels is None for sample in samples):
+            # unlabelled data is prediction-only: every sample is predicted (the test split)
+            self.samples = {"train": [], "val": [], "test": samples}
         else:
             self.samples = split_samples(samples, self.split_sizes, self.split_seed)
         for name in SPLIT_NAMES:

@@ -135,7 +135,8 @@ def read_samples_csv(
 
     Args:
         csv_path: The CSV file.
-        label_names: Label names in output order. ``None`` takes every column that is not the
+        label_names: Label names in output order (a file with none of their columns is read as
+            unlabelled, prediction-only data). ``None`` takes every column that is not the
             id/text/image/split column or in ``ignore_columns`` as a label, in file order.
         text_column: Column with the report text.
         image_column: Column with the image path (relative to ``image_root``). Takes precedence
@@ -189,6 +190,9 @@ def read_samples_csv(
     if label_names is None:
         label_names = [name for name in fieldnames if name not in reserved]
     mapping, problems = _resolve_label_columns(fieldnames, label_names, csv_path)
+    unlabelled = bool(label_names) and not mapping  # no label column at all: predict-only data
+    if unlabelled:
+        problems = []
     if strict_columns:
         used = reserved | set(mapping.values())
         problems.extend(
@@ -247,7 +251,8 @@ def read_samples_csv(
                 value = 0.0
             labels.append(value)
         result.samples.append(
-            FusionSample(id=sample_id, image_path=image_path, text=text, labels=tuple(labels))
+            FusionSample(id=sample_id, image_path=image_path, text=text,
+                         labels=None if unlabelled else tuple(labels))
         )
         if split_column is not None:
             result.splits[sample_id] = (row.get(split_column) or "").strip()
