@@ -251,8 +251,12 @@ def read_samples_csv(
                 value = 0.0
             labels.append(value)
         result.samples.append(
-            FusionSample(id=sample_id, image_path=image_path, text=text,
-                         labels=None if unlabelled else tuple(labels))
+            FusionSample(
+                id=sample_id,
+                image_path=image_path,
+                text=text,
+                labels=None if unlabelled else tuple(labels),
+            )
         )
         if split_column is not None:
             result.splits[sample_id] = (row.get(split_column) or "").strip()
