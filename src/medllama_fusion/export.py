@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -42,10 +41,25 @@ __all__ = [
     "save_weights",
 ]
 
-_STANDARD_ARGS = ("backbone", "vision", "lora", "num_labels", "num_cross_layers", "dropout",
-                  "blocks_init", "modality_dropout")
-_DROP_LLAMA_KEYS = ("transformers_version", "architectures", "torch_dtype", "dtype",
-                    "output_attentions", "output_hidden_states", "return_dict")
+_STANDARD_ARGS = (
+    "backbone",
+    "vision",
+    "lora",
+    "num_labels",
+    "num_cross_layers",
+    "dropout",
+    "blocks_init",
+    "modality_dropout",
+)
+_DROP_LLAMA_KEYS = (
+    "transformers_version",
+    "architectures",
+    "torch_dtype",
+    "dtype",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+)
 
 
 def _untie(model: nn.Module) -> None:
@@ -58,8 +72,11 @@ def _untie(model: nn.Module) -> None:
     for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             if id(param) in seen:
-                setattr(module, name, nn.Parameter(param.detach().clone(),
-                                                   requires_grad=param.requires_grad))
+                setattr(
+                    module,
+                    name,
+                    nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad),
+                )
             seen.add(id(param))
 
 
@@ -124,12 +141,24 @@ def export_config(model: FusionModel, init: Mapping[str, Any] | None = None) -> 
     backbone = model.backbone
     source = backbone.backbone_config
     if source.quantization is not None:
-        raise InputError("a quantized backbone cannot be exported merged; load the checkpoint "
-                         "with backbone quantization: null first.")
-    llama = {k: v for k, v in backbone.llama_config.to_dict().items()
-             if not k.startswith("_") and k not in _DROP_LLAMA_KEYS}
-    backbone_args = {**_plain(source), "pretrained": None, "gguf_file": None, "config": llama,
-                     "init_device": "cpu", "quantization": None, "gradient_checkpointing": False}
+        raise InputError(
+            "a quantized backbone cannot be exported merged; load the checkpoint "
+            "with backbone quantization: null first."
+        )
+    llama = {
+        k: v
+        for k, v in backbone.llama_config.to_dict().items()
+        if not k.startswith("_") and k not in _DROP_LLAMA_KEYS
+    }
+    backbone_args = {
+        **_plain(source),
+        "pretrained": None,
+        "gguf_file": None,
+        "config": llama,
+        "init_device": "cpu",
+        "quantization": None,
+        "gradient_checkpointing": False,
+    }
     vision = {**_plain(model.vision.vision_config), "encoder_weights": None}
     init_args = {k: _plain(v) for k, v in dict(init or {}).items() if k not in _STANDARD_ARGS}
     init_args.update(
@@ -219,14 +248,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     parser = argparse.ArgumentParser(
         prog="medllama-fusion export",
-        description="Merge LoRA and save a model folder that loads without Lightning.")
+        description="Merge LoRA and save a model folder that loads without Lightning.",
+    )
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of a fit run")
     parser.add_argument("--output_dir", required=True, help="folder to write")
-    parser.add_argument("--config", default=None,
-                        help="the run's config YAML (default: config.yaml of the run folder)")
-    parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID",
-                        help="also upload the folder to this Hugging Face Hub repo")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="the run's config YAML (default: config.yaml of the run folder)",
+    )
+    parser.add_argument(
+        "--push_to_hub",
+        default=None,
+        metavar="REPO_ID",
+        help="also upload the folder to this Hugging Face Hub repo",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     out = export_checkpoint(args.ckpt_path, args.output_dir, args.config, args.push_to_hub)
     print(f"exported model written to {out.resolve()}", flush=True)
-

@@ -77,7 +77,8 @@ def select_thresholds(
         columns = defined.nonzero().flatten()
         if len(columns):
             _, found = multilabel_specificity_at_sensitivity(
-                probs[:, columns], target[:, columns], len(columns), target_sensitivity)
+                probs[:, columns], target[:, columns], len(columns), target_sensitivity
+            )
             for c, value in zip(columns.tolist(), found.tolist(), strict=True):
                 if math.isfinite(value):
                     thresholds[c] = value
@@ -116,11 +117,14 @@ def threshold_metrics(
     sensitivity = multilabel_recall(decisions, target, num, average=None, zero_division=0)
     specificity = multilabel_specificity(decisions, target, num, average=None)
     f1 = multilabel_f1_score(decisions, target, num, average=None, zero_division=0)
-    ece = torch.stack([
-        binary_calibration_error(probs[:, c].contiguous(), target[:, c].contiguous(),
-                                 n_bins=n_bins)
-        for c in range(num)
-    ])
+    ece = torch.stack(
+        [
+            binary_calibration_error(
+                probs[:, c].contiguous(), target[:, c].contiguous(), n_bins=n_bins
+            )
+            for c in range(num)
+        ]
+    )
     return {
         "sensitivity": torch.where(positives > 0, sensitivity, nan),
         "specificity": torch.where(negatives > 0, specificity, nan),
@@ -128,6 +132,17 @@ def threshold_metrics(
         "ece": ece,
         "ece_all": binary_calibration_error(probs.flatten(), target.flatten(), n_bins=n_bins),
     }
+
+
+def _gather_cat(tensor: Tensor) -> Tensor:
+    """Concatenate a CPU tensor over all processes (sizes may differ between ranks)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts)
 
 
 def _nanmean(values: Tensor) -> float:
@@ -158,8 +173,13 @@ def plot_reliability(probs: Tensor, target: Tensor, path: Path, n_bins: int = 15
     ax.plot(centres, observed, "o-", label="model")
     for x, yy, n in zip(centres, observed, counts, strict=True):
         ax.annotate(str(n), (x, yy), fontsize=6, textcoords="offset points", xytext=(3, -8))
-    ax.set(xlabel="mean predicted probability", ylabel="observed positive fraction",
-           title=f"Reliability (all labels pooled), ECE {ece:.4f}", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed positive fraction",
+        title=f"Reliability (all labels pooled), ECE {ece:.4f}",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -235,22 +255,19 @@ class OperatingPoints(Callback):
         seen, self._seen = self._seen, []
         if not seen:
             return None
-        probs = torch.sigmoid(torch.cat([logits for logits, _, _ in seen]))
-        target = torch.cat([labels for _, labels, _ in seen]).long()
-        indices = [index for _, _, index in seen]
-        index = torch.cat(indices) if all(i is not None for i in indices) else None  # type: ignore[misc]
-        trainer = pl_module.trainer
-        if trainer.world_size > 1:
-            probs = pl_module.all_gather(probs).flatten(0, 1)
-            target = pl_module.all_gather(target).flatten(0, 1)
-            if index is not None:
-                index = pl_module.all_gather(index).flatten()
+        probs = torch.sigmoid(torch.cat([logits for logits, _, _ in seen])).cpu()
+        target = torch.cat([labels for _, labels, _ in seen]).long().cpu()
+        indices = [index for _, _, index in seen if index is not None]
+        index = torch.cat(indices).cpu() if len(indices) == len(seen) else None
+        if pl_module.trainer.world_size > 1:
+            probs, target = _gather_cat(probs), _gather_cat(target)
+            index = _gather_cat(index) if index is not None else None
         if index is not None:  # drop repeats (distributed padding), keep the first occurrence
-            order = torch.argsort(index.cpu(), stable=True)
+            order = torch.argsort(index, stable=True)
             keep = torch.ones_like(order, dtype=torch.bool)
-            keep[1:] = index.cpu()[order][1:] != index.cpu()[order][:-1]
+            keep[1:] = index[order][1:] != index[order][:-1]
             chosen = order[keep]
-            probs, target = probs.cpu()[chosen], target.cpu()[chosen]
+            probs, target = probs[chosen], target[chosen]
         return probs.cpu(), target.cpu()
 
     # ------------------------------------------------------------------ validation
@@ -258,9 +275,15 @@ class OperatingPoints(Callback):
         """Capture the validation logits."""
         self._attach(pl_module)
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule,
-                                outputs: Any, batch: Any, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Pair the batch's logits with its labels."""
         self._record(batch)
 
@@ -271,9 +294,11 @@ class OperatingPoints(Callback):
             return
         probs, target = gathered
         names = list(getattr(pl_module, "label_names", [])) or [
-            f"label_{i}" for i in range(probs.shape[1])]
-        chosen = select_thresholds(probs, target, self.method, self.target_sensitivity,
-                                   self.default_threshold)
+            f"label_{i}" for i in range(probs.shape[1])
+        ]
+        chosen = select_thresholds(
+            probs, target, self.method, self.target_sensitivity, self.default_threshold
+        )
         self.thresholds = dict(zip(names, chosen.tolist(), strict=True))
 
     # ------------------------------------------------------------------ test
@@ -281,8 +306,15 @@ class OperatingPoints(Callback):
         """Capture the test logits."""
         self._attach(pl_module)
 
-    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
-                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Pair the batch's logits with its labels."""
         self._record(batch)
 
@@ -296,7 +328,8 @@ class OperatingPoints(Callback):
             return
         probs, target = gathered
         names = list(getattr(pl_module, "label_names", [])) or [
-            f"label_{i}" for i in range(probs.shape[1])]
+            f"label_{i}" for i in range(probs.shape[1])
+        ]
         thresholds = self._threshold_tensor(names)
         metrics = threshold_metrics(probs, target, thresholds, self.calibration_bins)
         self.test_metrics = metrics
@@ -309,23 +342,36 @@ class OperatingPoints(Callback):
             return
         source = "validation" if self.thresholds else f"default {self.default_threshold}"
         rows = [
-            {"label": name, "threshold": f"{thresholds[c]:.4f}",
-             "sensitivity": f"{metrics['sensitivity'][c]:.4f}",
-             "specificity": f"{metrics['specificity'][c]:.4f}",
-             "f1": f"{metrics['f1'][c]:.4f}", "ece": f"{metrics['ece'][c]:.4f}",
-             "positives": int(target[:, c].sum())}
+            {
+                "label": name,
+                "threshold": f"{thresholds[c]:.4f}",
+                "sensitivity": f"{metrics['sensitivity'][c]:.4f}",
+                "specificity": f"{metrics['specificity'][c]:.4f}",
+                "f1": f"{metrics['f1'][c]:.4f}",
+                "ece": f"{metrics['ece'][c]:.4f}",
+                "positives": int(target[:, c].sum()),
+            }
             for c, name in enumerate(names)
         ]
-        rows.append({"label": "mean", "threshold": "", **{
-            k: f"{_nanmean(metrics[k]):.4f}" for k in ("sensitivity", "specificity", "f1")},
-            "ece": f"{float(metrics['ece_all']):.4f}", "positives": int(target.sum())})
+        rows.append(
+            {
+                "label": "mean",
+                "threshold": "",
+                **{k: f"{_nanmean(metrics[k]):.4f}" for k in ("sensitivity", "specificity", "f1")},
+                "ece": f"{float(metrics['ece_all']):.4f}",
+                "positives": int(target.sum()),
+            }
+        )
         header = list(rows[0])
         table = "\n".join(
             ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
         )
-        print(f"\nOperating points ({self.method}, thresholds from {source}; mean ECE row: all "
-              f"labels pooled):\n{table}\n", flush=True)
+        print(
+            f"\nOperating points ({self.method}, thresholds from {source}; mean ECE row: all "
+            f"labels pooled):\n{table}\n",
+            flush=True,
+        )
         out = self._report_dir(trainer, pl_module)
         if out is None:
             return
@@ -336,8 +382,7 @@ class OperatingPoints(Callback):
             writer.writeheader()
             writer.writerows(rows)
         plot_reliability(probs, target, out / "reliability_diagram.png", self.calibration_bins)
-        print(f"operating points and reliability diagram written to {out.resolve()}",
-              flush=True)
+        print(f"operating points and reliability diagram written to {out.resolve()}", flush=True)
 
     def _report_dir(self, trainer: Trainer, pl_module: LightningModule) -> Path | None:
         if self.report_dir:
@@ -349,8 +394,15 @@ class OperatingPoints(Callback):
         return Path(log_dir) if log_dir else None
 
     # ------------------------------------------------------------------ predict
-    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
-                             batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Add ``decisions`` (0/1 at the thresholds) to the prediction output dict."""
         if not self.thresholds or not isinstance(outputs, dict) or "probs" not in outputs:
             return
@@ -361,8 +413,11 @@ class OperatingPoints(Callback):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The thresholds and how they were chosen (stored in checkpoints)."""
-        return {"thresholds": dict(self.thresholds), "method": self.method,
-                "target_sensitivity": self.target_sensitivity}
+        return {
+            "thresholds": dict(self.thresholds),
+            "method": self.method,
+            "target_sensitivity": self.target_sensitivity,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the thresholds of a checkpoint."""

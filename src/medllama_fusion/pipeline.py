@@ -24,7 +24,7 @@ import importlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -112,8 +112,9 @@ def _datamodule_from_config(config_path: Path) -> Any:
         )
     import medllama_fusion.datamodules  # noqa: F401  (short class names)
 
-    init_args = {k: _resolve_relative(v, config_path)
-                 for k, v in dict(data.get("init_args") or {}).items()}
+    init_args = {
+        k: _resolve_relative(v, config_path) for k, v in dict(data.get("init_args") or {}).items()
+    }
     init_args.pop("demo", None)  # never write demo data from a prediction
     cls = _import_class(str(data["class_path"]))
     return cls(**init_args)
@@ -193,8 +194,9 @@ class FusionPipeline(ModelHubMixin):
         self.image_std = float(image_std)
         self.mask_label_words = bool(mask_label_words)
         self.thresholds = dict(thresholds) if thresholds else None
-        self.transform = build_image_transform(self.image_size, train=False,
-                                               mean=self.image_mean, std=self.image_std)
+        self.transform = build_image_transform(
+            self.image_size, train=False, mean=self.image_mean, std=self.image_std
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -236,8 +238,9 @@ class FusionPipeline(ModelHubMixin):
         module = FusionClassifier.load_from_checkpoint(path, map_location=map_location)
         raw = torch.load(path, map_location="cpu", weights_only=False)
         datamodule = _datamodule_from_config(config_path)
-        return cls.from_parts(module.fusion, datamodule, module.label_names,
-                              load_checkpoint_thresholds(raw))
+        return cls.from_parts(
+            module.fusion, datamodule, module.label_names, load_checkpoint_thresholds(raw)
+        )
 
     @classmethod
     def from_parts(
@@ -289,8 +292,9 @@ class FusionPipeline(ModelHubMixin):
             from medllama_fusion.datamodules.base import _mask_generic_label_words
 
             report = _mask_generic_label_words(report, self.label_names)
-        encoded = self.tokenizer(report, truncation=True, max_length=self.max_length,
-                                 add_special_tokens=True)
+        encoded = self.tokenizer(
+            report, truncation=True, max_length=self.max_length, add_special_tokens=True
+        )
         return list(encoded["input_ids"])
 
     def make_batch(
@@ -312,17 +316,24 @@ class FusionPipeline(ModelHubMixin):
         """
         if image is None and report is None:
             raise InputError("pass image=..., report=... or both.")
-        images = None if image is None else (
-            list(image) if isinstance(image, (list, tuple)) else [image])
-        reports = None if report is None else (
-            list(report) if isinstance(report, (list, tuple)) else [report])
+        images = (
+            None
+            if image is None
+            else (list(image) if isinstance(image, (list, tuple)) else [image])
+        )
+        reports = (
+            None
+            if report is None
+            else (list(report) if isinstance(report, (list, tuple)) else [report])
+        )
         if images is not None and reports is not None and len(images) != len(reports):
-            raise InputError(f"got {len(images)} images but {len(reports)} reports; pass one "
-                             "report per image.")
+            raise InputError(
+                f"got {len(images)} images but {len(reports)} reports; pass one report per image."
+            )
         batch: dict[str, Any] = {}
         device = self.device
         if reports is not None:
-            ids = [self.preprocess_text(r) for r in reports]
+            ids = [self.preprocess_text(cast(str, r)) for r in reports]
             width = max(1, max(len(i) for i in ids))
             pad = self.tokenizer.pad_token_id
             pad = int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
@@ -342,9 +353,11 @@ class FusionPipeline(ModelHubMixin):
     def logits(self, batch: Mapping[str, Any]) -> Tensor:
         """Logits ``[B, C]`` (float32) of a batch from :meth:`make_batch` (eval mode)."""
         self.model.eval()
-        out = self.model(input_ids=batch.get("input_ids"),
-                         attention_mask=batch.get("attention_mask"),
-                         pixel_values=batch.get("pixel_values"))
+        out = self.model(
+            input_ids=batch.get("input_ids"),
+            attention_mask=batch.get("attention_mask"),
+            pixel_values=batch.get("pixel_values"),
+        )
         return out.logits.float()
 
     def __call__(
@@ -363,8 +376,11 @@ class FusionPipeline(ModelHubMixin):
         """
         probs = torch.sigmoid(self.logits(self.make_batch(image, report))).cpu().tolist()
         rows = [dict(zip(self.label_names, row, strict=True)) for row in probs]
-        return rows if isinstance(image, (list, tuple)) or isinstance(report, (list, tuple)) \
+        return (
+            rows
+            if isinstance(image, (list, tuple)) or isinstance(report, (list, tuple))
             else rows[0]
+        )
 
     def decide(self, probabilities: Mapping[str, float]) -> dict[str, int]:
         """Apply the stored thresholds: ``{label: 0/1}``.
@@ -373,8 +389,10 @@ class FusionPipeline(ModelHubMixin):
             InputError: When the pipeline has no thresholds.
         """
         if not self.thresholds:
-            raise InputError("this model has no stored thresholds; train or test it with the "
-                             "OperatingPoints callback to choose them on validation.")
+            raise InputError(
+                "this model has no stored thresholds; train or test it with the "
+                "OperatingPoints callback to choose them on validation."
+            )
         return {k: int(p >= self.thresholds[k]) for k, p in probabilities.items()}
 
     # ------------------------------------------------------------------ export (hub mixin)
@@ -420,17 +438,31 @@ class FusionPipeline(ModelHubMixin):
 
         folder = Path(model_id)
         if not folder.is_dir():
-            folder = Path(snapshot_download(repo_id=model_id, revision=revision,
-                                            cache_dir=cache_dir, force_download=force_download,
-                                            local_files_only=local_files_only, token=token))
+            folder = Path(
+                snapshot_download(
+                    repo_id=model_id,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    local_files_only=local_files_only,
+                    token=token,
+                )
+            )
         config_file = folder / "config.json"
         config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         if config.get("format") != EXPORT_FORMAT:
-            raise InputError(f"{folder} is not a medllama-fusion export (config.json format is "
-                             f"{config.get('format')!r}, expected {EXPORT_FORMAT!r}).")
+            raise InputError(
+                f"{folder} is not a medllama-fusion export (config.json format is "
+                f"{config.get('format')!r}, expected {EXPORT_FORMAT!r})."
+            )
         model = build_exported_model(config["fusion"])
         load_weights(model, folder / WEIGHTS_NAME)
         model.to(map_location)
         tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR))
-        return cls(model, tokenizer, config["labels"], thresholds=config.get(
-            "decision_thresholds"), **config["preprocessing"])
+        return cls(
+            model,
+            tokenizer,
+            config["labels"],
+            thresholds=config.get("decision_thresholds"),
+            **config["preprocessing"],
+        )

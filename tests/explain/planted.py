@@ -44,21 +44,32 @@ def make_samples(n: int, seed: int) -> list[Planted]:
         others = {name: 1 for name in DISTRACTORS if rng.random() < 0.3}
         sides = {name: rng.choice(("left", "right")) for name in (FINDING, *DISTRACTORS)}
         sides[FINDING] = side
-        image = draw_frontal({**others, FINDING: int(drawn)}, sides, SIZE,
-                             np.random.default_rng(seed * 100003 + index))
+        image = draw_frontal(
+            {**others, FINDING: int(drawn)},
+            sides,
+            SIZE,
+            np.random.default_rng(seed * 100003 + index),
+        )
         plain = draw_frontal(others, sides, SIZE, np.random.default_rng(seed * 100003 + index))
         region = np.abs(image.astype(int) - plain.astype(int)) > 8
-        sentences = [rng.choice(_FINDINGS[name][1]).format(
-            side=sides[name], grade="mild", size="small", grade_cap="Mild", size_cap="Small")
-            for name in others if rng.random() < 0.7]
+        sentences = [
+            rng.choice(_FINDINGS[name][1]).format(
+                side=sides[name], grade="mild", size="small", grade_cap="Mild", size_cap="Small"
+            )
+            for name in others
+            if rng.random() < 0.7
+        ]
         planted = ""
         if told:
             planted = rng.choice(_FINDINGS[FINDING][1]).format(side=side)
             sentences.append(planted)
         elif rng.random() < 0.5:
             sentences.append(_FINDINGS[FINDING][2])
-        sentences += [_FINDINGS[name][2] for name in ("Edema", "Pneumothorax", "Fracture")
-                      if rng.random() < 0.5]
+        sentences += [
+            _FINDINGS[name][2]
+            for name in ("Edema", "Pneumothorax", "Fracture")
+            if rng.random() < 0.5
+        ]
         if not sentences:
             sentences.append(rng.choice(_NEGATIVE_ONLY_SENTENCES))
         rng.shuffle(sentences)
@@ -68,13 +79,25 @@ def make_samples(n: int, seed: int) -> list[Planted]:
 
 def tiny_model(vocab_size: int) -> ParallelFusion:
     return ParallelFusion(
-        backbone=BackboneConfig(config=dict(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128),
-            num_text_layers=1),
+        backbone=BackboneConfig(
+            config=dict(
+                vocab_size=vocab_size,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                max_position_embeddings=128,
+            ),
+            num_text_layers=1,
+        ),
         vision=VisionConfig(image_size=SIZE, patch_size=PATCH, in_channels=1, num_layers=1),
-        lora=LoraSettings(r=4), num_labels=1, num_cross_layers=1, dropout=0.0,
-        blocks_init="random", modality_dropout=0.0,
+        lora=LoraSettings(r=4),
+        num_labels=1,
+        num_cross_layers=1,
+        dropout=0.0,
+        blocks_init="random",
+        modality_dropout=0.0,
     )
 
 

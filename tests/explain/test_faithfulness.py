@@ -34,13 +34,21 @@ def trained() -> tuple[FusionPipeline, list[Planted], dict[str, torch.Tensor], o
     torch.manual_seed(0)
     train_set, test_set = make_samples(384, seed=0), make_samples(96, seed=1)
     tokenizer = build_demo_tokenizer([s.report for s in train_set + test_set])
-    pipe = FusionPipeline(tiny_model(len(tokenizer)), tokenizer, [FINDING], max_length=64,
-                          image_size=SIZE)
+    pipe = FusionPipeline(
+        tiny_model(len(tokenizer)), tokenizer, [FINDING], max_length=64, image_size=SIZE
+    )
     train(pipe, train_set, steps=250, lr=5e-3)
     batch = pipe.make_batch([s.image for s in test_set], [s.report for s in test_set])
     attributions = integrated_gradients(
-        pipe.model, 0, batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
-        pad_token_id=0, black_value=BLACK, n_steps=32)
+        pipe.model,
+        0,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["pixel_values"],
+        pad_token_id=0,
+        black_value=BLACK,
+        n_steps=32,
+    )
     return pipe, test_set, batch, attributions
 
 
@@ -100,10 +108,11 @@ def _deletion_drops(pipe, batch, scores, rows, k, delete, seed=0):
         candidates = valid.nonzero().flatten()
         top = candidates[scores[i][candidates].topk(k).indices]
         top_drop.append(float(base[i] - _logits(pipe, delete.apply(batch, i, top))[0]))
-        draws = [candidates[torch.randperm(len(candidates), generator=gen)[:k]]
-                 for _ in range(8)]
-        random_drop.append(sum(float(base[i] - _logits(pipe, delete.apply(batch, i, d))[0])
-                               for d in draws) / len(draws))
+        draws = [candidates[torch.randperm(len(candidates), generator=gen)[:k]] for _ in range(8)]
+        random_drop.append(
+            sum(float(base[i] - _logits(pipe, delete.apply(batch, i, d))[0]) for d in draws)
+            / len(draws)
+        )
     return sum(top_drop) / len(top_drop), sum(random_drop) / len(random_drop)
 
 
@@ -153,8 +162,15 @@ def test_deleting_top_patches_lowers_the_logit_more_than_random(trained) -> None
 def test_completeness_of_integrated_gradients(trained) -> None:
     pipe, _, batch, _ = trained
     rows = {k: v[:4] for k, v in batch.items()}
-    attr = integrated_gradients(pipe.model, 0, rows["input_ids"], rows["attention_mask"],
-                                rows["pixel_values"], pad_token_id=0, black_value=BLACK,
-                                n_steps=128)
+    attr = integrated_gradients(
+        pipe.model,
+        0,
+        rows["input_ids"],
+        rows["attention_mask"],
+        rows["pixel_values"],
+        pad_token_id=0,
+        black_value=BLACK,
+        n_steps=128,
+    )
     total = attr.tokens.sum(1) + attr.patches.sum(1)  # = logit(x) - logit(baseline) - delta
     assert (attr.delta.abs() / total.abs()).max() < 0.05

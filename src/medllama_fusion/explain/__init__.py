@@ -101,9 +101,13 @@ def explain_sample(
     maps = {}
     for name in labels:
         attr = integrated_gradients(
-            pipe.model, pipe.label_names.index(name), batch.get("input_ids"),
-            batch.get("attention_mask"), batch.get("pixel_values"),
-            pad_token_id=int(pad if pad is not None else 0), black_value=(0.0 - mean) / std,
+            pipe.model,
+            pipe.label_names.index(name),
+            batch.get("input_ids"),
+            batch.get("attention_mask"),
+            batch.get("pixel_values"),
+            pad_token_id=int(pad if pad is not None else 0),
+            black_value=(0.0 - mean) / std,
             n_steps=n_steps,
         )
         if attr.tokens is not None:
@@ -120,9 +124,12 @@ def explain_sample(
             result.png = save_overlay(pixels, maps, probs, out / f"{stem}.png", title=sample_id)
         decisions = pipe.decide(probs) if pipe.thresholds else None
         result.html = render_html(
-            sample_id, probs,
+            sample_id,
+            probs,
             {k: (result.tokens, v) for k, v in result.token_scores.items()},
-            result.png, out / f"{stem}.html", decisions,
+            result.png,
+            out / f"{stem}.html",
+            decisions,
         )
     return result
 
@@ -157,24 +164,29 @@ def explain_samples(
     """
     datamodule.setup("predict")
     if split not in datamodule.samples:
-        raise InputError(f"split {split!r} does not exist; use one of "
-                         f"{sorted(datamodule.samples)}.")
+        raise InputError(
+            f"split {split!r} does not exist; use one of {sorted(datamodule.samples)}."
+        )
     samples = datamodule.samples[split]
     if ids:
         by_id = {sample.id: sample for sample in samples}
         missing = [i for i in ids if i not in by_id]
         if missing:
-            raise InputError(f"id(s) {missing[:10]} are not in the {split} split of "
-                             f"{datamodule.source_description()}.")
+            raise InputError(
+                f"id(s) {missing[:10]} are not in the {split} split of "
+                f"{datamodule.source_description()}."
+            )
         chosen = [by_id[i] for i in ids]
     else:
         chosen = list(samples[:first])
     results = []
     for sample in chosen:
-        image = sample.image_path if sample.image_path and Path(sample.image_path).is_file() \
-            else None
-        results.append(explain_sample(pipe, image, sample.text or None, labels, sample.id,
-                                      output_dir, n_steps))
+        image = (
+            sample.image_path if sample.image_path and Path(sample.image_path).is_file() else None
+        )
+        results.append(
+            explain_sample(pipe, image, sample.text or None, labels, sample.id, output_dir, n_steps)
+        )
     return results
 
 
@@ -186,16 +198,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     parser = argparse.ArgumentParser(
         prog="medllama-fusion explain",
-        description="Integrated Gradients over report tokens and image patches (Captum).")
+        description="Integrated Gradients over report tokens and image patches (Captum).",
+    )
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of a fit run")
-    parser.add_argument("--config", default=None,
-                        help="the run's config YAML (default: config.yaml of the run folder)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="the run's config YAML (default: config.yaml of the run folder)",
+    )
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--ids", nargs="+", default=None, help="sample ids to explain")
-    parser.add_argument("--first", type=int, default=4,
-                        help="explain the first N samples of the split (without --ids)")
-    parser.add_argument("--labels", nargs="+", default=None,
-                        help="labels to explain (default: each sample's most probable label)")
+    parser.add_argument(
+        "--first",
+        type=int,
+        default=4,
+        help="explain the first N samples of the split (without --ids)",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="labels to explain (default: each sample's most probable label)",
+    )
     parser.add_argument("--output_dir", default="explanations")
     parser.add_argument("--n_steps", type=int, default=32, help="integration steps")
     args = parser.parse_args(list(argv) if argv is not None else None)
@@ -205,8 +229,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = Path(args.config) if args.config else find_run_config(args.ckpt_path)
     assert config is not None
     datamodule = _datamodule_from_config(config)
-    results = explain_samples(pipe, datamodule, args.split, args.ids, args.first, args.labels,
-                              args.output_dir, args.n_steps)
+    results = explain_samples(
+        pipe,
+        datamodule,
+        args.split,
+        args.ids,
+        args.first,
+        args.labels,
+        args.output_dir,
+        args.n_steps,
+    )
     for item in results:
         print(f"{item.id}: {item.html}" + (f", {item.png}" if item.png else ""), flush=True)
     print(f"explanations written to {Path(args.output_dir).resolve()}", flush=True)

@@ -57,7 +57,7 @@ def _embeddings_replaced(
 
 def patch_grid(model: FusionModel) -> tuple[int, int]:
     """``(rows, cols)`` of the model's patch grid (square images)."""
-    side = int(round(model.vision.num_patches ** 0.5))
+    side = round(model.vision.num_patches**0.5)
     return side, model.vision.num_patches // max(side, 1)
 
 
@@ -109,7 +109,7 @@ def integrated_gradients(
 
     def forward(*args: Tensor) -> Tensor:
         parts = list(args[: len(inputs)])
-        ids, mask, pixels = args[len(inputs):]
+        ids, mask, pixels = args[len(inputs) :]
         text_in = parts.pop(0) if has_text else None
         image_in = parts.pop(0) if has_image else None
         with _embeddings_replaced(model, text_in, image_in):
@@ -118,9 +118,12 @@ def integrated_gradients(
 
     ig = IntegratedGradients(forward)
     attributions, delta = ig.attribute(
-        tuple(inputs), baselines=tuple(baselines),
-        additional_forward_args=(input_ids, attention_mask, pixel_values), n_steps=n_steps,
-        internal_batch_size=internal_batch_size, return_convergence_delta=True,
+        tuple(inputs),
+        baselines=tuple(baselines),
+        additional_forward_args=(input_ids, attention_mask, pixel_values),
+        n_steps=n_steps,
+        internal_batch_size=internal_batch_size,
+        return_convergence_delta=True,
     )
     scores = [a.float().sum(dim=-1).detach() for a in attributions]
     tokens = scores.pop(0) if has_text else None

@@ -119,8 +119,11 @@ def render_html(
         + "</tr>"
         for k, v in sorted(probabilities.items(), key=lambda kv: -kv[1])
     )
-    head = "<tr><th>label</th><th>probability</th>" + (
-        "<th>decision</th>" if decisions else "") + "</tr>"
+    head = (
+        "<tr><th>label</th><th>probability</th>"
+        + ("<th>decision</th>" if decisions else "")
+        + "</tr>"
+    )
     texts = "".join(
         f"<h3>{html.escape(label)}</h3><p class='tokens'>{_token_spans(tokens, scores)}</p>"
         for label, (tokens, scores) in token_scores.items()
