@@ -6,7 +6,7 @@ with ``--operating_points.method sensitivity --operating_points.target_sensitivi
 - after every validation epoch of ``fit`` it picks one threshold per class on the validation
   probabilities: the one with maximal F1 (``method="f1"``), or the highest one that reaches
   ``target_sensitivity`` (``method="sensitivity"``, via torchmetrics'
-  ``multilabel_specificity_at_sensitivity``). A class without positives or negatives in
+  ``binary_specificity_at_sensitivity``). A class without positives or negatives in
   validation keeps ``default_threshold``. The thresholds are saved in every checkpoint (the
   callback state) and restored by ``test`` / ``predict`` with ``--ckpt_path``;
 - ``test`` logs and writes, per class and macro-averaged, sensitivity, specificity and F1 at
@@ -32,10 +32,10 @@ from torch.utils.hooks import RemovableHandle
 from torchmetrics.functional.classification import (
     binary_calibration_error,
     binary_precision_recall_curve,
+    binary_specificity_at_sensitivity,
     multilabel_f1_score,
     multilabel_recall,
     multilabel_specificity,
-    multilabel_specificity_at_sensitivity,
 )
 
 __all__ = ["OperatingPoints", "select_thresholds", "threshold_metrics"]
@@ -74,14 +74,12 @@ def select_thresholds(
     thresholds = torch.full((num,), float(default))
     defined = _defined(target)
     if method == "sensitivity":
-        columns = defined.nonzero().flatten()
-        if len(columns):
-            _, found = multilabel_specificity_at_sensitivity(
-                probs[:, columns], target[:, columns], len(columns), target_sensitivity
+        for c in defined.nonzero().flatten().tolist():
+            _, found = binary_specificity_at_sensitivity(
+                probs[:, c], target[:, c], target_sensitivity
             )
-            for c, value in zip(columns.tolist(), found.tolist(), strict=True):
-                if math.isfinite(value):
-                    thresholds[c] = value
+            if math.isfinite(float(found)):
+                thresholds[c] = float(found)
         return thresholds
     for c in range(num):
         if not defined[c]:
