@@ -336,6 +336,7 @@ class OperatingPoints(Callback):
             for name, value in zip(names, metrics[key].tolist(), strict=True):
                 pl_module.log(f"test/{key}/{name}", value, sync_dist=False)
         pl_module.log("test/ece_all", float(metrics["ece_all"]), sync_dist=False)
+        out = self._report_dir(trainer, pl_module)  # on every rank: log_dir is a collective
         if not trainer.is_global_zero:
             return
         source = "validation" if self.thresholds else f"default {self.default_threshold}"
@@ -370,7 +371,6 @@ class OperatingPoints(Callback):
             f"labels pooled):\n{table}\n",
             flush=True,
         )
-        out = self._report_dir(trainer, pl_module)
         if out is None:
             return
         out.mkdir(parents=True, exist_ok=True)
