@@ -16,8 +16,6 @@ from medllama_fusion.pipeline import FusionPipeline
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml"
 
-pytestmark = pytest.mark.slow  # one tiny fit plus test/predict/export (~40 s on 2 busy cores)
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
