@@ -14,13 +14,21 @@ from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
-__all__ = ["EpochSeed", "PredictionCSVWriter", "batch_seed"]
+__all__ = [
+    "RUN_CONFIG_KEY",
+    "EpochSeed",
+    "PredictionCSVWriter",
+    "RunConfigInCheckpoint",
+    "batch_seed",
+]
 
 
 class PredictionCSVWriter(BasePredictionWriter):
     """Write per-label probabilities with example ids to a CSV at the end of ``predict``.
 
-    Columns: ``id`` then one column per label name of the module (``label_<i>`` if it has none).
+    Columns: ``id`` then one column per label name of the module (``label_<i>`` if it has none),
+    then ``<label>_decision`` (0/1) per label when the batches carry ``decisions``
+    (:class:`~medllama_fusion.operating_points.OperatingPoints` with thresholds).
     With several processes each rank writes ``<stem>.rank<r>.csv``. Each process prints the path
     of the file it wrote.
 
@@ -61,13 +69,16 @@ class PredictionCSVWriter(BasePredictionWriter):
             header_written = False
             for out in batches:
                 probs = out["probs"].float().cpu()
+                decisions = out.get("decisions")  # 0/1 at the OperatingPoints thresholds
                 if not header_written:
                     names = names or [f"label_{i}" for i in range(probs.shape[1])]
-                    writer.writerow(["id", *names])
+                    extra = [f"{n}_decision" for n in names] if decisions is not None else []
+                    writer.writerow(["id", *names, *extra])
                     header_written = True
                 ids = out["ids"] or [str(i) for i in range(len(probs))]
-                for example_id, row in zip(ids, probs.tolist(), strict=False):
-                    writer.writerow([example_id, *(f"{p:.6f}" for p in row)])
+                flags = decisions.cpu().tolist() if decisions is not None else [[]] * len(probs)
+                for example_id, row, flag in zip(ids, probs.tolist(), flags, strict=False):
+                    writer.writerow([example_id, *(f"{p:.6f}" for p in row), *flag])
         self.written = path
         print(f"medllama-fusion: predictions written to {path.resolve()}", flush=True)
 
@@ -124,3 +135,30 @@ class EpochSeed(Callback):
             random.seed(value)
             np.random.seed(value)
             torch.manual_seed(value)  # CPU and all CUDA devices
+
+
+RUN_CONFIG_KEY = "run_config"
+"""Checkpoint key under which :class:`RunConfigInCheckpoint` stores the run's configuration."""
+
+
+class RunConfigInCheckpoint(Callback):
+    """Store the run's full configuration (YAML text) and working folder in every checkpoint.
+
+    A checkpoint then carries everything needed to rebuild the data preprocessing of its run
+    (tokenizer, image size, normalisation), wherever its files were moved to; the CLI adds this
+    callback to every run.
+
+    Args:
+        config_yaml: The parsed configuration as YAML (as LightningCLI writes ``config.yaml``).
+        workdir: Folder that relative paths in the configuration are relative to.
+    """
+
+    def __init__(self, config_yaml: str, workdir: str) -> None:
+        self.config_yaml = config_yaml
+        self.workdir = workdir
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Add ``{"yaml": ..., "workdir": ...}`` under :data:`RUN_CONFIG_KEY`."""
+        checkpoint[RUN_CONFIG_KEY] = {"yaml": self.config_yaml, "workdir": self.workdir}

@@ -1,4 +1,4 @@
-"""Command-line interface: ``medllama-fusion {fit,validate,test,predict} --config ...``.
+"""Command-line interface: ``medllama-fusion {fit,validate,test,predict,explain,export} ...``.
 
 A :class:`~lightning.pytorch.cli.LightningCLI` subclass. Models and datamodules are selected by
 ``class_path`` (short names such as ``FusionClassifier``, ``ParallelFusion`` and
@@ -30,9 +30,10 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-from .callbacks import PredictionCSVWriter
+from .callbacks import PredictionCSVWriter, RunConfigInCheckpoint
 from .configs import list_presets, preset_path
 from .errors import InputError
+from .operating_points import OperatingPoints
 
 __all__ = [
     "DEBUG_ENV",
@@ -95,11 +96,16 @@ class FusionCLI(LightningCLI):
         parser.link_arguments(
             "data.label_names", "model.init_args.label_names", apply_on="instantiate"
         )
+        parser.add_lightning_class_args(OperatingPoints, "operating_points")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Build the trainer and give its checkpoint callbacks a stable folder."""
         trainer = super().instantiate_trainer(**kwargs)
         use_stable_checkpoint_dir(trainer)
+        subcommand = self.subcommand
+        config = self.config.get(str(subcommand), self.config) if subcommand else self.config
+        text = self._parser(subcommand).dump(config, skip_none=False, skip_validation=True)
+        trainer.callbacks.append(RunConfigInCheckpoint(text, os.getcwd()))  # type: ignore[attr-defined]
         return trainer
 
     def _print_outputs(self, checkpoints: bool) -> None:
@@ -277,10 +283,19 @@ def main(args: ArgsType = None) -> None:
     ``medllama-fusion: error: <message>`` and ends the process with status 2; set the
     environment variable ``MEDLLAMA_FUSION_DEBUG=1`` to get the traceback instead.
 
+    ``explain`` and ``export`` run :func:`medllama_fusion.explain.main` and
+    :func:`medllama_fusion.export.main`; everything else goes to LightningCLI.
+
     Args:
         args: Command-line arguments; ``sys.argv`` if None.
     """
+    argv = sys.argv[1:] if args is None else args
     try:
+        if isinstance(argv, list) and argv and argv[0] in ("explain", "export"):
+            from importlib import import_module
+
+            import_module(f"medllama_fusion.{argv[0]}").main(argv[1:])
+            return
         cli_main(args)
     except Exception as error:
         message = user_error_message(error)

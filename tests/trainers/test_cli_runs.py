@@ -98,9 +98,11 @@ def test_fit_test_predict(
     assert f"logs and results in {csv_path.parent.resolve()}\n" in printed
     with open(csv_path) as handle:
         rows = list(csv.reader(handle))
-    assert rows[0][0] == "id" and rows[0][1:] == cli.datamodule.label_names
+    names = cli.datamodule.label_names
+    assert rows[0][0] == "id" and rows[0][1 : 1 + len(names)] == names
+    assert rows[0][1 + len(names) :] in ([], [f"{n}_decision" for n in names])
     assert len(rows) == 1 + min(16, len(cli.datamodule.datasets["test"]))
-    probs = [float(x) for row in rows[1:] for x in row[1:]]
+    probs = [float(x) for row in rows[1:] for x in row[1 : 1 + len(names)]]
     assert all(0.0 <= p <= 1.0 for p in probs)
 
 

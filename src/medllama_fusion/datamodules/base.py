@@ -547,6 +547,9 @@ class FusionDataModule(pl.LightningDataModule):
                 name: [by_id[i] for i in loaded.splits.get(name, []) if i in by_id]
                 for name in SPLIT_NAMES
             }
+        elif samples and all(sample.labels is None for sample in samples):
+            # unlabelled data is prediction-only: every sample is predicted (the test split)
+            self.samples = {"train": [], "val": [], "test": samples}
         elif self.stratify:
             self.samples = stratified_split_samples(samples, self.split_sizes, self.split_seed)
         else:
@@ -582,8 +585,12 @@ class FusionDataModule(pl.LightningDataModule):
         )
 
     def _check_splits(self, loaded: LoadedSamples) -> None:
-        """Raise for an empty split; log positives per class and split, warn about rare ones."""
-        for name in SPLIT_NAMES:
+        """Raise for an empty split; log positives per class and split, warn about rare ones.
+
+        Unlabelled (prediction-only) data needs only its predicted split.
+        """
+        unlabelled = all(s.labels is None for split in self.samples.values() for s in split)
+        for name in ("test",) if unlabelled else SPLIT_NAMES:
             if not self.samples[name]:
                 where = loaded.split_sources.get(name)
                 origin = (
@@ -597,6 +604,8 @@ class FusionDataModule(pl.LightningDataModule):
                     "Provide samples for every split (see the data summary above for what was "
                     "not used), or change split_sizes."
                 )
+        if unlabelled:
+            return
         counts = positive_counts(self.samples, self.num_labels)
         logger.info("positives per class and split:\n%s", positives_table(counts, self.label_names))
         rare = [

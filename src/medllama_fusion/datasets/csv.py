@@ -259,7 +259,8 @@ def read_samples_csv(
 
     Args:
         csv_path: The CSV file.
-        label_names: Label names in output order. ``None`` takes every column that is not the
+        label_names: Label names in output order (a file with none of their columns is read as
+            unlabelled, prediction-only data). ``None`` takes every column that is not the
             id/text/image/split column or in ``ignore_columns`` as a label, in file order.
         text_column: Column with the report text.
         image_column: Column with the image path (relative to ``image_root``). Takes precedence
@@ -321,6 +322,9 @@ def read_samples_csv(
         for name in index_columns
         if name not in reserved - set(index_columns)
     ]
+    unlabelled = bool(label_names) and not mapping  # no label column at all: predict-only data
+    if unlabelled:
+        problems = []
     if strict_columns:
         used = reserved | set(mapping.values())
         problems.extend(
@@ -381,7 +385,7 @@ def read_samples_csv(
                 id=sample_id,
                 image_path=image_path,
                 text=text,
-                labels=tuple(labels),
+                labels=None if unlabelled else tuple(labels),
                 group=report_group(sample_id) if group_by_report else "",
             )
         )

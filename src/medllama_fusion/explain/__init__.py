@@ -1,0 +1,242 @@
+"""Explain predictions: token and image attributions with Captum, as PNG overlays and HTML.
+
+``medllama-fusion explain --ckpt_path RUN/checkpoints/last.ckpt --first 4`` (or
+:func:`explain_samples`) explains chosen samples of a split: for each chosen label it computes
+Integrated Gradients (:func:`~medllama_fusion.explain.attribution.integrated_gradients`) over
+the report's token embeddings and the image's patch tokens, and writes per sample
+``<id>.png`` (the image and one heatmap per label) and ``<id>.html`` (highlighted tokens,
+the overlay and all probabilities).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medllama_fusion.errors import InputError
+from medllama_fusion.explain.attribution import Attributions, integrated_gradients, patch_grid
+from medllama_fusion.explain.render import heatmap, render_html, save_overlay
+from medllama_fusion.pipeline import FusionPipeline, ImageInput
+
+__all__ = [
+    "Attributions",
+    "SampleExplanation",
+    "explain_sample",
+    "explain_samples",
+    "integrated_gradients",
+    "main",
+]
+
+
+@dataclass
+class SampleExplanation:
+    """Explanation of one sample.
+
+    Attributes:
+        id: Sample id.
+        probabilities: Label → probability (all labels).
+        tokens: The report's tokens (as the tokenizer splits them).
+        token_scores: Explained label → per-token scores.
+        patch_scores: Explained label → per-patch scores (row-major patch grid).
+        png: Overlay PNG written, if any.
+        html: HTML page written, if any.
+    """
+
+    id: str
+    probabilities: dict[str, float]
+    tokens: list[str] = field(default_factory=list)
+    token_scores: dict[str, list[float]] = field(default_factory=dict)
+    patch_scores: dict[str, list[float]] = field(default_factory=dict)
+    png: Path | None = None
+    html: Path | None = None
+
+
+def _safe_name(sample_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id) or "sample"
+
+
+def explain_sample(
+    pipe: FusionPipeline,
+    image: ImageInput | None = None,
+    report: str | None = None,
+    labels: Sequence[str] | None = None,
+    sample_id: str = "sample",
+    output_dir: str | Path | None = None,
+    n_steps: int = 32,
+) -> SampleExplanation:
+    """Explain one image + report: attributions for ``labels`` and (optionally) files.
+
+    Args:
+        pipe: The pipeline (model and preprocessing).
+        image: Image input (path, PIL, array, tensor) or ``None``.
+        report: Report text or ``None``.
+        labels: Labels to explain; default the most probable label.
+        sample_id: Name used in titles and file names.
+        output_dir: Write ``<id>.png`` and ``<id>.html`` here when given.
+        n_steps: Integrated Gradients steps.
+
+    Returns:
+        The explanation.
+
+    Raises:
+        InputError: For an unknown label name.
+    """
+    batch = pipe.make_batch(image, report)
+    probs = pipe(image=image, report=report)
+    assert isinstance(probs, dict)
+    if labels is None:
+        labels = [max(probs, key=probs.__getitem__)]
+    unknown = [name for name in labels if name not in pipe.label_names]
+    if unknown:
+        raise InputError(f"unknown label(s) {unknown}; choose from {pipe.label_names}.")
+    mean, std = pipe.image_mean, pipe.image_std
+    pad = pipe.tokenizer.pad_token_id
+    result = SampleExplanation(sample_id, probs)
+    if "input_ids" in batch:
+        result.tokens = list(pipe.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist()))
+    maps = {}
+    for name in labels:
+        attr = integrated_gradients(
+            pipe.model,
+            pipe.label_names.index(name),
+            batch.get("input_ids"),
+            batch.get("attention_mask"),
+            batch.get("pixel_values"),
+            pad_token_id=int(pad if pad is not None else 0),
+            black_value=(0.0 - mean) / std,
+            n_steps=n_steps,
+        )
+        if attr.tokens is not None:
+            result.token_scores[name] = attr.tokens[0].cpu().tolist()
+        if attr.patches is not None:
+            result.patch_scores[name] = attr.patches[0].cpu().tolist()
+            pixels = batch["pixel_values"][0, 0]
+            maps[name] = heatmap(attr.patches[0], patch_grid(pipe.model), tuple(pixels.shape))
+    if output_dir is not None:
+        out = Path(output_dir)
+        stem = _safe_name(sample_id)
+        if maps:
+            pixels = batch["pixel_values"][0, 0].float().cpu().numpy()
+            result.png = save_overlay(pixels, maps, probs, out / f"{stem}.png", title=sample_id)
+        decisions = pipe.decide(probs) if pipe.thresholds else None
+        result.html = render_html(
+            sample_id,
+            probs,
+            {k: (result.tokens, v) for k, v in result.token_scores.items()},
+            result.png,
+            out / f"{stem}.html",
+            decisions,
+        )
+    return result
+
+
+def explain_samples(
+    pipe: FusionPipeline,
+    datamodule: Any,
+    split: str = "test",
+    ids: Sequence[str] | None = None,
+    first: int = 4,
+    labels: Sequence[str] | None = None,
+    output_dir: str | Path = "explanations",
+    n_steps: int = 32,
+) -> list[SampleExplanation]:
+    """Explain chosen samples (``ids``, else the first ``first``) of a data module's split.
+
+    Args:
+        pipe: The pipeline.
+        datamodule: The data module (set up here if needed).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        ids: Sample ids to explain.
+        first: Number of samples from the start of the split when ``ids`` is not given.
+        labels: Labels to explain; default each sample's most probable label.
+        output_dir: Output folder.
+        n_steps: Integrated Gradients steps.
+
+    Returns:
+        One explanation per sample.
+
+    Raises:
+        InputError: For an unknown split or id.
+    """
+    datamodule.setup("predict")
+    if split not in datamodule.samples:
+        raise InputError(
+            f"split {split!r} does not exist; use one of {sorted(datamodule.samples)}."
+        )
+    samples = datamodule.samples[split]
+    if ids:
+        by_id = {sample.id: sample for sample in samples}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise InputError(
+                f"id(s) {missing[:10]} are not in the {split} split of "
+                f"{datamodule.source_description()}."
+            )
+        chosen = [by_id[i] for i in ids]
+    else:
+        chosen = list(samples[:first])
+    results = []
+    for sample in chosen:
+        image = (
+            sample.image_path if sample.image_path and Path(sample.image_path).is_file() else None
+        )
+        results.append(
+            explain_sample(pipe, image, sample.text or None, labels, sample.id, output_dir, n_steps)
+        )
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``medllama-fusion explain``: write attribution overlays and HTML pages.
+
+    Args:
+        argv: Arguments after the subcommand.
+    """
+    parser = argparse.ArgumentParser(
+        prog="medllama-fusion explain",
+        description="Integrated Gradients over report tokens and image patches (Captum).",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a fit run")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="the run's config YAML (default: the one stored in the checkpoint)",
+    )
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--ids", nargs="+", default=None, help="sample ids to explain")
+    parser.add_argument(
+        "--first",
+        type=int,
+        default=4,
+        help="explain the first N samples of the split (without --ids)",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="labels to explain (default: each sample's most probable label)",
+    )
+    parser.add_argument("--output_dir", default="explanations")
+    parser.add_argument("--n_steps", type=int, default=32, help="integration steps")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    from medllama_fusion.pipeline import run_datamodule
+
+    pipe = FusionPipeline.from_checkpoint(args.ckpt_path, config=args.config)
+    datamodule = run_datamodule(args.ckpt_path, args.config)
+    results = explain_samples(
+        pipe,
+        datamodule,
+        args.split,
+        args.ids,
+        args.first,
+        args.labels,
+        args.output_dir,
+        args.n_steps,
+    )
+    for item in results:
+        print(f"{item.id}: {item.html}" + (f", {item.png}" if item.png else ""), flush=True)
+    print(f"explanations written to {Path(args.output_dir).resolve()}", flush=True)
