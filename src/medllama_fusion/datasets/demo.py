@@ -32,14 +32,19 @@ effusion." vs "Small left pleural effusion."). Each positive finding is drawn wi
 spurious hedged mentions/artefacts are added, so neither modality alone is perfect and fusion
 helps.
 
-Run ``python -m medllama_fusion.datasets.demo --root DIR [--n-reports N]``.
+:func:`write_demo_root` writes both layouts into a missing or empty folder in one step (what
+``OpenIDataModule(demo=True)`` does). Run ``python -m medllama_fusion.datasets.demo --root DIR
+[--n-reports N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +53,9 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 from PIL import Image
 
-from medllama_fusion.datasets.csv import MONAI_SPLIT_FILES
+from medllama_fusion.datasets.csv_reader import MONAI_SPLIT_FILES
 from medllama_fusion.datasets.labels import MONAI_COLUMN_NAMES, OPENI_LABELS, labels_from_mesh
-from medllama_fusion.datasets.openi import IMAGES_FOLDER, REPORTS_FOLDER
+from medllama_fusion.datasets.nlm_reports import IMAGES_FOLDER, REPORTS_FOLDER
 from medllama_fusion.datasets.text import format_report
 
 DEMO_METADATA_FILE = "nlmcxr_dicom_metadata.csv"
@@ -630,6 +635,48 @@ def make_demo_dataset(
     return root
 
 
+DEMO_SEED = 0
+"""Seed of the demo data written by :func:`write_demo_root` (``OpenIDataModule(demo=True)``)."""
+
+
+def write_demo_root(root: str | Path, n_reports: int = DEMO_REPORTS, image_size: int = 64) -> Path:
+    """Write the demo dataset (both layouts + tokenizer, seed :data:`DEMO_SEED`) into ``root``.
+
+    The data is generated in a hidden sibling folder and renamed to ``root`` in one step, so an
+    interrupted run never leaves a half-written ``root``.
+
+    Args:
+        root: Missing or empty folder.
+        n_reports: Number of reports.
+        image_size: Image side length in pixels (>= 16).
+
+    Returns:
+        ``root`` as a ``Path``.
+
+    Raises:
+        FileExistsError: If ``root`` exists and is not an empty folder.
+    """
+    root = Path(root).expanduser()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(
+            f"root {root} is not empty but holds no OpenI data; demo=True writes the demo data "
+            "only into a missing or empty folder: choose another root or empty it."
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.demo-", dir=root.parent))
+    try:
+        make_demo_dataset(
+            staging, n_reports=n_reports, image_size=image_size, seed=DEMO_SEED, layout="both"
+        )
+        if root.is_dir():
+            root.rmdir()
+        os.replace(staging, root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point: ``python -m medllama_fusion.datasets.demo --root DIR``.
 
@@ -656,6 +703,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 __all__ = [
     "DEMO_METADATA_FILE",
     "DEMO_REPORTS",
+    "DEMO_SEED",
     "DEMO_TOKENIZER_DIR",
     "PREVALENCE",
     "SPECIAL_TOKENS",
@@ -668,6 +716,7 @@ __all__ = [
     "main",
     "make_demo_dataset",
     "report_xml",
+    "write_demo_root",
 ]
 
 if __name__ == "__main__":
