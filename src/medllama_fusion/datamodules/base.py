@@ -38,12 +38,12 @@ before the checkpoint's loop state is loaded; the data module state is restored 
 :attr:`FusionDataModule.train_labels` gives the training labels ``[N, C]`` (for
 ``FusionClassifier(pos_weight="auto")``). DataLoaders pin memory when CUDA is available
 (``pin_memory=None``), keep workers alive between epochs (``persistent_workers`` when
-``num_workers > 0``) and prefetch ``prefetch_factor`` batches per worker. Batches follow the
-contract of :mod:`medllama_fusion.datasets.fusion_dataset`: ``input_ids``/``attention_mask``
-LongTensor [B, L] padded to the batch's longest report (or to ``max_length`` with
-``pad_to_max_length=True``) and ``text_present`` (text runs), ``pixel_values`` FloatTensor
-[B, 1, H, W] and ``image_present`` (image runs), ``labels`` FloatTensor [B, num_labels],
-``ids``, ``index`` and ``group_index``.
+``num_workers > 0``) and prefetch ``prefetch_factor`` batches per worker. Batches have the
+format documented in :mod:`medllama_fusion.datasets.fusion_dataset`:
+``input_ids``/``attention_mask`` LongTensor [B, L] padded to the batch's longest report (or
+to ``max_length`` with ``pad_to_max_length=True``) and ``text_present`` (text runs),
+``pixel_values`` FloatTensor [B, 1, H, W] and ``image_present`` (image runs), ``labels``
+FloatTensor [B, num_labels], ``ids``, ``index`` and ``group_index``.
 """
 
 from __future__ import annotations
