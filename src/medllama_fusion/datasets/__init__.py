@@ -9,18 +9,13 @@ CSVs, :class:`CSVDataset` for generic CSVs; both :class:`SampleDataset`), built 
 and the bad-input policy (:mod:`~medllama_fusion.datasets.validation`).
 :class:`FusionDataset` is the per-split torch dataset the data modules batch;
 :mod:`~medllama_fusion.datasets.download` fetches the release and
-:mod:`~medllama_fusion.datasets.demo` writes synthetic demo data.
+:mod:`~medllama_fusion.datasets.synthetic` writes synthetic demo data
+(``python -m medllama_fusion.datasets.demo``).
 """
 
 from medllama_fusion.datasets.base import LoadedSamples, SampleDataset
 from medllama_fusion.datasets.csv import CSVDataset
 from medllama_fusion.datasets.csv_reader import CSVReadResult, read_samples_csv
-from medllama_fusion.datasets.demo import (
-    DEMO_SEED,
-    build_demo_tokenizer,
-    make_demo_dataset,
-    write_demo_root,
-)
 from medllama_fusion.datasets.download import (
     OPENI_CHECKSUMS,
     OPENI_URLS,
@@ -73,6 +68,12 @@ from medllama_fusion.datasets.nlm_reports import (
     select_images,
 )
 from medllama_fusion.datasets.openi import LAYOUTS, OpenIDataset, detect_layout, find_view_metadata
+from medllama_fusion.datasets.synthetic import (
+    DEMO_SEED,
+    build_demo_tokenizer,
+    make_demo_dataset,
+    write_demo_root,
+)
 from medllama_fusion.datasets.text import (
     LABEL_SYNONYMS,
     format_report,
