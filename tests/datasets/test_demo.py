@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 from torchmetrics.functional.classification import binary_auroc
 
-from medllama_fusion.datasets.demo import demo_split_sizes, main, make_demo_dataset
+from medllama_fusion.datasets.demo import main, make_demo_dataset
 from medllama_fusion.datasets.labels import MONAI_COLUMN_NAMES, OPENI_LABELS
 from medllama_fusion.datasets.nlm_reports import load_openi_reports, load_view_positions
+from medllama_fusion.datasets.synthetic import demo_split_sizes
 from medllama_fusion.datasets.text import load_tokenizer
 
 

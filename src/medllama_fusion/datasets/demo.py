@@ -1,7 +1,7 @@
 """Command line for the synthetic demo data: ``python -m medllama_fusion.datasets.demo``.
 
 The generator lives in :mod:`medllama_fusion.datasets.synthetic` (this module re-exports its
-public names); keeping the command in its own module lets ``python -m`` run it without the
+main functions); keeping the command in its own module lets ``python -m`` run it without the
 package having imported it first.
 """
 
@@ -11,20 +11,9 @@ import argparse
 from collections.abc import Sequence
 
 from medllama_fusion.datasets.synthetic import (
-    DEMO_METADATA_FILE,
     DEMO_REPORTS,
-    DEMO_SEED,
-    DEMO_TOKENIZER_DIR,
-    PREVALENCE,
-    SPECIAL_TOKENS,
-    DemoReport,
     build_demo_tokenizer,
-    demo_split_sizes,
-    draw_frontal,
-    draw_lateral,
-    generate_report,
     make_demo_dataset,
-    report_xml,
     write_demo_root,
 )
 
@@ -54,24 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote demo dataset ({args.n_reports} reports) to {root}")
 
 
-__all__ = [
-    "DEMO_METADATA_FILE",
-    "DEMO_REPORTS",
-    "DEMO_SEED",
-    "DEMO_TOKENIZER_DIR",
-    "PREVALENCE",
-    "SPECIAL_TOKENS",
-    "DemoReport",
-    "build_demo_tokenizer",
-    "demo_split_sizes",
-    "draw_frontal",
-    "draw_lateral",
-    "generate_report",
-    "main",
-    "make_demo_dataset",
-    "report_xml",
-    "write_demo_root",
-]
+__all__ = ["DEMO_REPORTS", "build_demo_tokenizer", "main", "make_demo_dataset", "write_demo_root"]
 
 if __name__ == "__main__":
     main()
