@@ -12,6 +12,7 @@ from PIL import Image
 
 import medllama_fusion.datamodules.base as base_module
 import medllama_fusion.datamodules.openi as openi_module
+import medllama_fusion.datasets.openi as openi_dataset_module
 from medllama_fusion.datamodules import (
     CSVDataModule,
     OpenIDataModule,
@@ -20,7 +21,7 @@ from medllama_fusion.datamodules import (
 )
 from medllama_fusion.datasets.fusion_dataset import FusionSample
 from medllama_fusion.datasets.labels import MONAI_COLUMN_NAMES, OPENI_LABELS
-from medllama_fusion.datasets.openi import load_openi_reports
+from medllama_fusion.datasets.nlm_reports import load_openi_reports
 from medllama_fusion.datasets.validation import DataProblemError
 
 
@@ -122,7 +123,7 @@ def test_raw_layout_all_views_keeps_report_images_together(demo_root: Path) -> N
 def test_raw_layout_without_metadata_falls_back_to_first_image(demo_root: Path) -> None:
     (demo_root / "nlmcxr_dicom_metadata.csv").unlink()
     monkey_none = pytest.MonkeyPatch()
-    monkey_none.setattr(openi_module, "find_view_metadata", lambda root, csv=None: None)
+    monkey_none.setattr(openi_dataset_module, "find_view_metadata", lambda root, csv=None: None)
     try:
         dm = make_dm(demo_root, layout="raw")
         with pytest.warns(UserWarning, match="first image"):

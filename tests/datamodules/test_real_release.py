@@ -12,7 +12,11 @@ from PIL import Image
 from medllama_fusion.datamodules import OpenIDataModule, stratified_split_samples
 from medllama_fusion.datamodules.splits import positive_counts
 from medllama_fusion.datasets.demo import build_demo_tokenizer
-from medllama_fusion.datasets.openi import load_openi_reports, load_view_positions, select_images
+from medllama_fusion.datasets.nlm_reports import (
+    load_openi_reports,
+    load_view_positions,
+    select_images,
+)
 from tests.assets import asset_path
 
 pytestmark = pytest.mark.real_assets

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from medllama_fusion.datasets.csv import parse_label_value, read_samples_csv
+from medllama_fusion.datasets.csv_reader import parse_label_value, read_samples_csv
 from medllama_fusion.datasets.labels import OPENI_LABELS
 
 MONAI_HEADER = "id,report," + ",".join(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medllama_fusion.datasets.labels import OPENI_LABELS
-from medllama_fusion.datasets.openi import (
+from medllama_fusion.datasets.nlm_reports import (
     FRONTAL_VIEWS,
     OpenIReport,
     load_openi_reports,

@@ -1,4 +1,10 @@
-"""Lightning data modules: OpenI (raw NLM release or MONAI CSVs) and generic CSV data."""
+"""Lightning data modules: choose a source dataset, split it and batch it.
+
+:class:`OpenIDataModule` (OpenI, raw NLM release or MONAI CSVs, via
+:class:`~medllama_fusion.datasets.openi.OpenIDataset`) and :class:`CSVDataModule` (generic CSV
+data, via :class:`~medllama_fusion.datasets.csv.CSVDataset`) share the arguments and the
+machinery of :class:`FusionDataModule`.
+"""
 
 from medllama_fusion.datamodules.base import FATAL_KINDS, FusionDataModule, LoadedSamples
 from medllama_fusion.datamodules.csv import CSVDataModule

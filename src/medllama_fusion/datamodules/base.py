@@ -1,9 +1,14 @@
 """Shared LightningDataModule machinery: validation, splitting, one-time tokenization, loaders.
 
-Subclasses (:class:`~medllama_fusion.datamodules.openi.OpenIDataModule`,
-:class:`~medllama_fusion.datamodules.csv.CSVDataModule`) only implement :meth:`load_samples`,
-which turns files on disk into :class:`~medllama_fusion.datasets.fusion_dataset.FusionSample`
-lists plus the problems found. :meth:`FusionDataModule.setup` then
+A data module chooses a source dataset (:class:`~medllama_fusion.datasets.openi.OpenIDataset`,
+:class:`~medllama_fusion.datasets.csv.CSVDataset`, or any
+:class:`~medllama_fusion.datasets.base.SampleDataset`), which finds and parses the files; the
+data module only checks, splits, tokenizes and batches. Subclasses
+(:class:`~medllama_fusion.datamodules.openi.OpenIDataModule`,
+:class:`~medllama_fusion.datamodules.csv.CSVDataModule`) build the source from their own
+arguments and pass every shared argument (batch size, image size, splits, ...) on to
+:class:`FusionDataModule` unchanged, so each shared argument is declared and documented once
+here. :meth:`FusionDataModule.setup`
 
 1. checks the modalities it serves (``modalities``, default ``["text", "image"]``): every image
    once (missing file; header unreadable: ``PIL.Image.verify`` /
@@ -33,12 +38,12 @@ before the checkpoint's loop state is loaded; the data module state is restored 
 :attr:`FusionDataModule.train_labels` gives the training labels ``[N, C]`` (for
 ``FusionClassifier(pos_weight="auto")``). DataLoaders pin memory when CUDA is available
 (``pin_memory=None``), keep workers alive between epochs (``persistent_workers`` when
-``num_workers > 0``) and prefetch ``prefetch_factor`` batches per worker. Batches follow the
-contract of :mod:`medllama_fusion.datasets.fusion_dataset`: ``input_ids``/``attention_mask``
-LongTensor [B, L] padded to the batch's longest report (or to ``max_length`` with
-``pad_to_max_length=True``) and ``text_present`` (text runs), ``pixel_values`` FloatTensor
-[B, 1, H, W] and ``image_present`` (image runs), ``labels`` FloatTensor [B, num_labels],
-``ids``, ``index`` and ``group_index``.
+``num_workers > 0``) and prefetch ``prefetch_factor`` batches per worker. Batches have the
+format documented in :mod:`medllama_fusion.datasets.fusion_dataset`:
+``input_ids``/``attention_mask`` LongTensor [B, L] padded to the batch's longest report (or
+to ``max_length`` with ``pad_to_max_length=True``) and ``text_present`` (text runs),
+``pixel_values`` FloatTensor [B, 1, H, W] and ``image_present`` (image runs), ``labels``
+FloatTensor [B, num_labels], ``ids``, ``index`` and ``group_index``.
 """
 
 from __future__ import annotations
@@ -47,7 +52,6 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
@@ -65,6 +69,7 @@ from medllama_fusion.datamodules.splits import (
     split_samples,
     stratified_split_samples,
 )
+from medllama_fusion.datasets.base import LoadedSamples, SampleDataset
 from medllama_fusion.datasets.fusion_dataset import (
     MODALITIES,
     FusionCollator,
@@ -100,28 +105,6 @@ FATAL_KINDS: tuple[str, ...] = (MISSING_LABEL_COLUMN,)
 """Problem kinds that raise even under ``bad_input="skip"`` (no sample can be dropped)."""
 
 
-@dataclass
-class LoadedSamples:
-    """What :meth:`FusionDataModule.load_samples` returns.
-
-    Attributes:
-        samples: All samples found (problems not yet applied).
-        problems: Problems found while loading (parse errors, bad label cells, ...).
-        splits: Fixed split (split name → sample ids) when the data defines one, else ``None``.
-        notes: Things reported (in the setup summary and :attr:`FusionDataModule.problems`)
-            that never raise, e.g. an ignored pandas index column.
-        split_sources: Split name → the file it came from (named in leak messages).
-        image_absent: Sample id → why the sample has no image path (e.g. ``no_frontal_image``).
-    """
-
-    samples: list[FusionSample]
-    problems: list[DataProblem] = field(default_factory=list)
-    splits: dict[str, list[str]] | None = None
-    notes: list[DataProblem] = field(default_factory=list)
-    split_sources: dict[str, str] = field(default_factory=dict)
-    image_absent: dict[str, str] = field(default_factory=dict)
-
-
 def _mask_generic_label_words(text: str, label_names: Sequence[str]) -> str:
     """Mask label words: the OpenI synonym table for OpenI labels, the literal name otherwise."""
     openi: list[str] = []
@@ -143,11 +126,16 @@ def _mask_generic_label_words(text: str, label_names: Sequence[str]) -> str:
 class FusionDataModule(pl.LightningDataModule):
     """Base data module for image + report + labels data (see the module docstring).
 
+    The arguments below are shared by every data module; subclasses accept them as keyword
+    arguments (``--data.init_args.batch_size 8`` on the command line).
+
     Args:
         tokenizer: Tokenizer folder, ``.gguf`` file or hub id (offline), loaded with
             :func:`~medllama_fusion.datasets.text.load_tokenizer`; a tokenizer without pad token
             pads with its eos token.
         label_names: Label names in output order.
+        source: The source dataset read at :meth:`setup`; ``None`` for a subclass that
+            overrides :meth:`load_samples`.
         max_length: Maximum report length in tokens (longer reports are truncated).
         image_size: Image side length after resizing (the paper uses 224/256).
         batch_size: Batch size of all loaders.
@@ -157,10 +145,12 @@ class FusionDataModule(pl.LightningDataModule):
         prefetch_factor: Batches prefetched per worker (only used with workers).
         pad_to_max_length: Pad every batch to ``max_length`` instead of the longest report.
         mask_label_words: Remove label names/synonyms from reports (text-leakage ablation).
-        bad_input: ``"error"`` or ``"skip"``, see :mod:`medllama_fusion.datasets.validation`.
-        split_sizes: Train/val/test fractions or report counts for the seeded split (used only
-            when the data has no fixed split).
-        split_seed: Seed of the split.
+        bad_input: ``"error"`` (default: one exception listing every problem found) or
+            ``"skip"`` (warn, leave the affected samples out), see
+            :mod:`medllama_fusion.datasets.validation`.
+        split_sizes: Train/val/test fractions or group (report/patient) counts for the seeded
+            split, used only when the data has no fixed split.
+        split_seed: Seed of the seeded split.
         verify_images: Open every image header once at setup (recommended).
         augment: Training-time augmentation (small affine, brightness/contrast).
         horizontal_flip: Add random horizontal flips to augmentation (off: laterality).
@@ -171,9 +161,9 @@ class FusionDataModule(pl.LightningDataModule):
         shuffle_seed: Seed of the training order and augmentation (per epoch and sample);
             ``None`` = the ``seed_everything`` seed in effect at construction
             (``PL_GLOBAL_SEED``), else 0.
-        modalities: What the batches carry: ``["text", "image"]`` (default), ``["text"]`` (no
-            image file is ever opened, no ``pixel_values``) or ``["image"]`` (no report text
-            needed, no ``input_ids``).
+        modalities: What the batches carry: ``["text", "image"]`` (default, also for ``None``),
+            ``["text"]`` (no image file is ever opened, no ``pixel_values``) or ``["image"]``
+            (no report text needed, no ``input_ids``).
         missing_modality: A sample lacking one of ``modalities`` (empty report, no image file):
             ``"keep"`` (default) uses it with a per-sample presence mask, ``"drop"`` leaves it
             out. Either way it is listed in the setup summary.
@@ -187,6 +177,7 @@ class FusionDataModule(pl.LightningDataModule):
         self,
         tokenizer: str,
         label_names: Sequence[str],
+        source: SampleDataset | None = None,
         max_length: int = 256,
         image_size: int = 224,
         batch_size: int = 20,
@@ -207,7 +198,7 @@ class FusionDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         drop_last: bool = False,
         shuffle_seed: int | None = None,
-        modalities: Sequence[str] = MODALITIES,
+        modalities: list[str] | None = None,
         missing_modality: str = "keep",
         stratify: bool = True,
         min_split_positives: int = 5,
@@ -223,6 +214,7 @@ class FusionDataModule(pl.LightningDataModule):
             raise InputError("label_names must name at least one label.")
         self.tokenizer_spec = str(tokenizer)
         self.label_names: list[str] = list(label_names)
+        self.source = source
         self.max_length = max_length
         self.image_size = image_size
         self.batch_size = batch_size
@@ -246,7 +238,7 @@ class FusionDataModule(pl.LightningDataModule):
         self.shuffle_seed = (
             int(os.environ.get("PL_GLOBAL_SEED", "0")) if shuffle_seed is None else shuffle_seed
         )
-        self.modalities = check_modalities(modalities)
+        self.modalities = check_modalities(MODALITIES if modalities is None else modalities)
         self.missing_modality = check_missing_modality_policy(missing_modality)
         self.stratify = stratify
         self.min_split_positives = min_split_positives
@@ -313,22 +305,24 @@ class FusionDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ subclass hook
 
     def load_samples(self) -> LoadedSamples:
-        """Read the samples from disk (implemented by subclasses).
+        """Read the samples from the source dataset (override to read another way).
 
         Returns:
-            The samples, problems and optional fixed split.
+            The samples, problems and optional fixed split (:meth:`SampleDataset.load`).
 
         Raises:
-            NotImplementedError: Always, in the base class.
+            NotImplementedError: When there is no ``source`` and the method is not overridden.
         """
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement load_samples(); use OpenIDataModule or "
-            "CSVDataModule, or subclass FusionDataModule."
-        )
+        if self.source is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no source dataset; use OpenIDataModule or "
+                "CSVDataModule, pass `source`, or override load_samples()."
+            )
+        return self.source.load()
 
     def source_description(self) -> str:
-        """Describe the data source for messages (subclasses name their root/CSV)."""
-        return type(self).__name__
+        """Describe the data source for messages (the source dataset's description)."""
+        return type(self).__name__ if self.source is None else self.source.describe()
 
     # ------------------------------------------------------------------ setup
 

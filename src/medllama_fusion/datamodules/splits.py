@@ -16,25 +16,11 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 
+from medllama_fusion.datasets.base import SPLIT_ALIASES, SPLIT_NAMES
 from medllama_fusion.datasets.fusion_dataset import FusionSample
 from medllama_fusion.errors import InputError
 
 logger = logging.getLogger(__name__)
-
-SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-
-SPLIT_ALIASES: dict[str, str] = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validate": "val",
-    "validation": "val",
-    "dev": "val",
-    "test": "test",
-    "testing": "test",
-}
-"""Spellings accepted in split columns (MIMIC-CXR uses ``validate``) → canonical split name."""
 
 PAPER_SPLIT_FRACTIONS: tuple[float, float, float] = (0.87, 0.03, 0.10)
 """The paper's OpenI proportions (3199/101/377 of 3677 reports), rounded."""

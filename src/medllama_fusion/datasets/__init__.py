@@ -1,11 +1,21 @@
-"""Datasets: OpenI labels, parsing, report text, download, images, CSVs, demo data.
+"""Datasets: the data sources and what reading them needs.
 
-OpenI labels and MeSH mapping, raw-release parsing, report text, download, image I/O, CSV
-reading, the bad-input policy, the torch dataset and the synthetic demo data.
+Source datasets own their files (:class:`OpenIDataset` for the raw NLM release and the MONAI
+CSVs, :class:`CSVDataset` for generic CSVs; both :class:`SampleDataset`), built on the readers
+(:mod:`~medllama_fusion.datasets.nlm_reports` for the NLM XML,
+:mod:`~medllama_fusion.datasets.csv_reader`), the OpenI labels and MeSH mapping
+(:mod:`~medllama_fusion.datasets.labels`), report text and tokenization
+(:mod:`~medllama_fusion.datasets.text`), image I/O (:mod:`~medllama_fusion.datasets.images`)
+and the bad-input policy (:mod:`~medllama_fusion.datasets.validation`).
+:class:`FusionDataset` is the per-split torch dataset the data modules batch;
+:mod:`~medllama_fusion.datasets.download` fetches the release and
+:mod:`~medllama_fusion.datasets.synthetic` writes synthetic demo data
+(``python -m medllama_fusion.datasets.demo``).
 """
 
-from medllama_fusion.datasets.csv import CSVReadResult, read_samples_csv
-from medllama_fusion.datasets.demo import build_demo_tokenizer, make_demo_dataset
+from medllama_fusion.datasets.base import LoadedSamples, SampleDataset
+from medllama_fusion.datasets.csv import CSVDataset
+from medllama_fusion.datasets.csv_reader import CSVReadResult, read_samples_csv
 from medllama_fusion.datasets.download import (
     OPENI_CHECKSUMS,
     OPENI_URLS,
@@ -35,6 +45,7 @@ from medllama_fusion.datasets.labels import (
     NUM_OPENI_LABELS,
     OPENI_LABELS,
     MeshRule,
+    column_key,
     labels_for_mesh_term,
     labels_from_mesh,
     mesh_mapping_markdown,
@@ -42,7 +53,7 @@ from medllama_fusion.datasets.labels import (
     normalize_label_names,
     split_mesh_term,
 )
-from medllama_fusion.datasets.openi import (
+from medllama_fusion.datasets.nlm_reports import (
     FRONTAL_VIEWS,
     IMAGES_FOLDER,
     REPORTS_FOLDER,
@@ -55,6 +66,13 @@ from medllama_fusion.datasets.openi import (
     parse_report_xml,
     resolve_reports_source,
     select_images,
+)
+from medllama_fusion.datasets.openi import LAYOUTS, OpenIDataset, detect_layout, find_view_metadata
+from medllama_fusion.datasets.synthetic import (
+    DEMO_SEED,
+    build_demo_tokenizer,
+    make_demo_dataset,
+    write_demo_root,
 )
 from medllama_fusion.datasets.text import (
     LABEL_SYNONYMS,
@@ -78,9 +96,11 @@ from medllama_fusion.datasets.validation import (
 )
 
 __all__ = [
+    "DEMO_SEED",
     "FRONTAL_VIEWS",
     "IMAGES_FOLDER",
     "LABEL_SYNONYMS",
+    "LAYOUTS",
     "MESH_RULES",
     "MODALITIES",
     "MONAI_COLUMN_NAMES",
@@ -89,6 +109,7 @@ __all__ = [
     "OPENI_LABELS",
     "OPENI_URLS",
     "REPORTS_FOLDER",
+    "CSVDataset",
     "CSVEncodingError",
     "CSVReadResult",
     "ChecksumError",
@@ -100,16 +121,22 @@ __all__ = [
     "FusionDataset",
     "FusionSample",
     "ImageReadError",
+    "LoadedSamples",
     "MeshRule",
+    "OpenIDataset",
     "OpenIReport",
     "ParseProblem",
+    "SampleDataset",
     "SplitLeakError",
     "apply_bad_input_policy",
     "build_demo_tokenizer",
     "build_image_transform",
     "check_modalities",
+    "column_key",
+    "detect_layout",
     "download_file",
     "download_openi",
+    "find_view_metadata",
     "format_report",
     "is_dicom",
     "iter_report_files",
@@ -138,4 +165,5 @@ __all__ = [
     "tokenize_reports",
     "tokenizer_fingerprint",
     "verify_image",
+    "write_demo_root",
 ]

@@ -101,12 +101,22 @@ MONAI_COLUMN_NAMES: dict[str, str] = {
 """Canonical label name → column name in the MONAI TransCheX OpenI CSV files."""
 
 
-def _label_key(name: str) -> str:
-    """Return a spelling-insensitive key: lower case, ``-``/``_``/spaces removed."""
+def column_key(name: str) -> str:
+    """Return the spelling-insensitive key of a label or column name.
+
+    Lower case with ``-``, ``_`` and spaces removed, so ``Pleural_Other``, ``pleural other`` and
+    ``Pleural-Other`` share one key.
+
+    Args:
+        name: Label or column name.
+
+    Returns:
+        The key.
+    """
     return re.sub(r"[\s_\-]+", "", name).lower()
 
 
-_LABEL_BY_KEY: dict[str, str] = {_label_key(label): label for label in OPENI_LABELS}
+_LABEL_BY_KEY: dict[str, str] = {column_key(label): label for label in OPENI_LABELS}
 
 
 def normalize_label_name(name: str) -> str:
@@ -122,7 +132,7 @@ def normalize_label_name(name: str) -> str:
     Raises:
         ValueError: If ``name`` is not one of the 14 labels.
     """
-    label = _LABEL_BY_KEY.get(_label_key(name))
+    label = _LABEL_BY_KEY.get(column_key(name))
     if label is None:
         raise ValueError(
             f"unknown label name {name!r}; use one of {list(OPENI_LABELS)} "
@@ -363,6 +373,7 @@ __all__ = [
     "NUM_OPENI_LABELS",
     "OPENI_LABELS",
     "MeshRule",
+    "column_key",
     "labels_for_mesh_term",
     "labels_from_mesh",
     "mesh_mapping_markdown",

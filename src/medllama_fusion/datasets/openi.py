@@ -1,415 +1,303 @@
-"""Parse the raw NLM OpenI (Indiana University chest X-ray) release.
+"""``OpenIDataset``: OpenI (Indiana University chest X-rays) as users have it on disk.
 
-The release consists of ``NLMCXR_reports.tgz`` (3955 XML reports in ``ecgen-radiology/``) and
-``NLMCXR_png.tgz`` (7470 PNG images). Each report XML holds the sections COMPARISON, INDICATION,
-FINDINGS and IMPRESSION as ``<AbstractText Label="...">``, MeSH terms as ``<MeSH><major>`` and
-``<MeSH><automatic>``, and one ``<parentImage id="CXR1_1_IM-0001-3001">`` per image; the image
-file is ``NLMCXR_png/<id>.png``.
+Layouts (``layout``):
 
-:func:`load_openi_reports` reads either the ``.tgz`` directly (no extraction) or the extracted
-``ecgen-radiology`` folder and never raises for a bad file: it returns ``(reports, problems)``
-where each :class:`ParseProblem` names the file and the error (malformed XML, missing fields,
-empty FINDINGS and IMPRESSION). Whether a problem is an error or a skipped sample is decided by
-the caller's bad-input policy.
+- ``"csv"`` — the MONAI TransCheX layout used by the paper, as the tutorial's
+  ``preprocess_openi.py`` writes it: ``train.csv``, ``validation.csv``, ``test.csv`` (``id,
+  report, <14 labels>``, one row per frontal image, ``id`` = image file name such as
+  ``CXR1_1_IM-0001-3001.png``) and the images at ``images/<id>`` (an id without extension means
+  ``images/<id>.png``). The files' fixed split (3199/101/377 reports for the real data) is
+  returned as is.
+- ``"raw"`` — the NLM release: ``NLMCXR_reports.tgz`` (read in place) or extracted
+  ``ecgen-radiology/*.xml``, and ``NLMCXR_png/*.png``, parsed with
+  :mod:`medllama_fusion.datasets.nlm_reports`. Labels come from the MeSH terms
+  (:func:`~medllama_fusion.datasets.labels.labels_from_mesh`), text is
+  ``FINDINGS : ... IMPRESSION : ...``. Images are chosen per report by view position
+  (``views``, default PA/AP frontal; ``one_image_per_report``) from a DICOM metadata table,
+  looked up in this order: ``metadata_csv`` → ``<root>/nlmcxr_dicom_metadata.csv[.gz]`` (the demo
+  writes one) → the table shipped in the ``torchxrayvision`` wheel, if installed (found with
+  ``importlib.util.find_spec``, never imported); blank view positions are filled from
+  ``nlmcxr_tsne_pa.csv.gz`` when it sits next to the table (as in the wheel; 3664 of the 3927
+  non-empty reports then have a frontal image). **Fallback:** with no table at all (a warning
+  says so), or with ``views=[]``, every report uses its first listed image(s); on the real data
+  the first image is frontal for most but not all reports. A report without an image of the
+  wanted views (kind ``no_frontal_image``) is a sample without image (id = report id, e.g.
+  ``CXR5``); a report with empty FINDINGS and IMPRESSION is a sample without text. There is no
+  fixed split: the data module splits by report.
+- ``"auto"`` (default) — ``"csv"`` when the three CSV files exist in ``root``, else ``"raw"``.
 
-XML is parsed with :mod:`xml.etree.ElementTree`. ``defusedxml`` is not a dependency; the parser
-is only meant for the local, trusted NLM files (and files in the same format), not for XML from
-untrusted sources.
-
-View positions come from the DICOM metadata table shipped with torchxrayvision
-(``nlmcxr_dicom_metadata.csv.gz``, columns ``imageid`` and ``View Position``; its image ids drop
-the ``_<n>_`` part of the XML ids, e.g. ``CXR1_1_IM-0001-3001`` ↔ ``CXR1_IM-0001-3001``).
-:func:`load_view_positions` reads it or any user CSV with the same two columns, optionally
-filling blank view positions from a second CSV with the columns ``imageid`` and ``tsne-view``
-(torchxrayvision's ``nlmcxr_tsne_pa.csv.gz``, values ``PA`` for frontal and ``L`` for lateral).
+Example:
+    >>> from medllama_fusion.datasets import OpenIDataset
+    >>> dataset = OpenIDataset("data/openi", layout="raw")  # doctest: +SKIP
+    >>> dataset[0].id, dataset[0].labels  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import re
-import tarfile
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
-from medllama_fusion.datasets.labels import OPENI_LABELS, labels_from_mesh
+from lightning.pytorch.utilities import rank_zero_warn
 
-REPORTS_FOLDER = "ecgen-radiology"
-"""Folder of the report XML files inside ``NLMCXR_reports.tgz``."""
+from medllama_fusion.datasets.base import LoadedSamples, SampleDataset
+from medllama_fusion.datasets.csv_reader import (
+    IMAGE_SUFFIXES,
+    MONAI_ID_COLUMN,
+    MONAI_IMAGE_TEMPLATE,
+    MONAI_SPLIT_FILES,
+    MONAI_TEXT_COLUMN,
+    read_samples_csv,
+)
+from medllama_fusion.datasets.fusion_dataset import MODALITIES, FusionSample, check_modalities
+from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_names
+from medllama_fusion.datasets.nlm_reports import (
+    FRONTAL_VIEWS,
+    IMAGES_FOLDER,
+    load_openi_reports,
+    load_view_positions,
+    resolve_reports_source,
+    select_images,
+)
+from medllama_fusion.datasets.text import format_report
+from medllama_fusion.datasets.validation import (
+    MALFORMED_XML,
+    NO_FRONTAL_IMAGE,
+    DataFileNotFoundError,
+    DataProblem,
+)
+from medllama_fusion.errors import InputError
 
-IMAGES_FOLDER = "NLMCXR_png"
-"""Folder of the PNG images after extracting ``NLMCXR_png.tgz``."""
+LAYOUTS: tuple[str, ...] = ("auto", "raw", "csv")
+"""Accepted values of ``layout``."""
 
-REPORTS_ARCHIVE = "NLMCXR_reports.tgz"
-IMAGES_ARCHIVE = "NLMCXR_png.tgz"
+TSNE_FILE_NAME = "nlmcxr_tsne_pa.csv.gz"
+"""torchxrayvision's frontal/lateral table, used to fill blank view positions when it sits next to
+the metadata table."""
 
-FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
-"""View positions treated as frontal."""
-
-_SECTION_LABELS = ("FINDINGS", "IMPRESSION", "INDICATION", "COMPARISON")
-
-
-# ---------------------------------------------------------------------------------------------
-# data classes
-# ---------------------------------------------------------------------------------------------
+METADATA_FILE_NAMES: tuple[str, ...] = ("nlmcxr_dicom_metadata.csv", "nlmcxr_dicom_metadata.csv.gz")
+"""File names of the view-position table looked for in the data root."""
 
 
-@dataclass(frozen=True)
-class ParseProblem:
-    """A report file that could not be used.
+def find_view_metadata(root: str | Path, metadata_csv: str | Path | None = None) -> Path | None:
+    """Locate the OpenI view-position table (see the module docstring for the order).
 
-    Attributes:
-        path: The file name (path inside the archive, or on disk).
-        message: What is wrong, e.g. the XML parser error or ``"empty report"``.
+    Args:
+        root: Data root.
+        metadata_csv: Explicit table; must exist when given.
+
+    Returns:
+        The table path, or ``None`` when none is available.
+
+    Raises:
+        DataFileNotFoundError: If ``metadata_csv`` is given but does not exist.
+    """
+    if metadata_csv is not None:
+        path = Path(metadata_csv).expanduser()
+        if not path.is_file():
+            raise DataFileNotFoundError(
+                f"metadata_csv {path} does not exist; pass the DICOM metadata table "
+                "(columns imageid, View Position) or leave metadata_csv unset."
+            )
+        return path
+    for name in METADATA_FILE_NAMES:
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "data" / "nlmcxr_dicom_metadata.csv.gz"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def detect_layout(root: str | Path) -> str:
+    """Return ``"csv"`` if ``root`` holds the three MONAI CSV files, else ``"raw"``.
+
+    Args:
+        root: Data root.
+
+    Returns:
+        The layout name.
+    """
+    root = Path(root)
+    return "csv" if all((root / f).is_file() for f in MONAI_SPLIT_FILES.values()) else "raw"
+
+
+class OpenIDataset(SampleDataset):
+    """The OpenI chest X-ray collection in the raw NLM or the MONAI CSV layout.
+
+    See the module docstring for the layouts. Constructing it reads no file.
+
+    Args:
+        root: Data folder (raw release, MONAI CSVs, or the demo root holding both).
+        layout: ``"auto"``, ``"raw"`` or ``"csv"``.
+        label_names: Subset/order of the 14 labels (any spelling); ``None`` = all 14.
+        views: Raw layout: accepted view positions; ``None`` = PA/AP; ``[]`` = no view
+            selection (first image(s), no table needed).
+        one_image_per_report: Raw layout: use one image per report (else all accepted views).
+        metadata_csv: Raw layout: DICOM metadata table (``imageid``, ``View Position``).
+        image_dir: Raw layout: PNG folder (default ``<root>/NLMCXR_png``).
+        strip_anonymization: Raw layout: remove the ``XXXX`` anonymisation tokens.
+        encoding: CSV layout: text encoding of the CSV files (e.g. ``cp1252`` for Excel exports).
+        modalities: The modalities that will be used; without ``"image"`` no view table is
+            needed (no warning when none is found).
+
+    Raises:
+        InputError: For an unknown ``layout`` or label name.
     """
 
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-@dataclass
-class OpenIReport:
-    """One radiology report of the OpenI release.
-
-    Attributes:
-        report_id: Report id from ``<uId id="CXR1"/>`` (falls back to ``CXR<file stem>``).
-        findings: FINDINGS section text (empty string when absent).
-        impression: IMPRESSION section text (empty string when absent).
-        indication: INDICATION section text (empty string when absent).
-        comparison: COMPARISON section text (empty string when absent).
-        image_ids: Ids of the report's images (``NLMCXR_png/<id>.png``), in file order.
-        mesh_major: Manually assigned MeSH terms, e.g. ``"Opacity/lung/base/left/mild"``.
-        mesh_automatic: Automatically extracted MeSH terms.
-        source: The file the report was read from.
-    """
-
-    report_id: str
-    findings: str
-    impression: str
-    indication: str = ""
-    comparison: str = ""
-    image_ids: list[str] = field(default_factory=list)
-    mesh_major: list[str] = field(default_factory=list)
-    mesh_automatic: list[str] = field(default_factory=list)
-    source: str = ""
+    def __init__(
+        self,
+        root: str | Path,
+        layout: str = "auto",
+        label_names: Sequence[str] | None = None,
+        views: Sequence[str] | None = None,
+        one_image_per_report: bool = True,
+        metadata_csv: str | Path | None = None,
+        image_dir: str | Path | None = None,
+        strip_anonymization: bool = False,
+        encoding: str = "utf-8",
+        modalities: Sequence[str] = MODALITIES,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise InputError(f"layout must be one of {LAYOUTS}; got {layout!r}.")
+        super().__init__(normalize_label_names(label_names or OPENI_LABELS))
+        self.root = Path(root).expanduser()
+        self.layout = layout
+        self.views: list[str] | None = list(FRONTAL_VIEWS) if views is None else list(views)
+        self.view_filter_disabled = views is not None and len(views) == 0
+        self.one_image_per_report = one_image_per_report
+        self.metadata_csv = metadata_csv
+        self.image_dir = Path(image_dir) if image_dir is not None else self.root / IMAGES_FOLDER
+        self.strip_anonymization = strip_anonymization
+        self.encoding = encoding
+        self.modalities = check_modalities(modalities)
 
     @property
-    def labels(self) -> list[int]:
-        """The 14 :data:`~medllama_fusion.datasets.labels.OPENI_LABELS` from ``mesh_major``."""
-        return labels_from_mesh(self.mesh_major, OPENI_LABELS)
+    def resolved_layout(self) -> str:
+        """The layout actually used (``"auto"`` resolved against ``root``)."""
+        return detect_layout(self.root) if self.layout == "auto" else self.layout
 
-    def labels_for(self, label_names: Sequence[str]) -> list[int]:
-        """Return the labels named in ``label_names`` (any accepted spelling), in that order.
+    def describe(self) -> str:
+        """Name the root and layout for messages."""
+        return f"OpenI data at {self.root} (layout {self.resolved_layout!r})"
 
-        Args:
-            label_names: Label names, see
-                :func:`~medllama_fusion.datasets.labels.normalize_label_name`.
+    def has_data(self) -> bool:
+        """Whether ``root`` holds data for ``layout`` (the CSV files and/or the reports)."""
+        csv_found = all((self.root / name).is_file() for name in MONAI_SPLIT_FILES.values())
+        if self.layout == "csv":
+            return csv_found
+        try:
+            resolve_reports_source(self.root)
+        except FileNotFoundError:
+            return csv_found and self.layout == "auto"
+        return True
+
+    def load(self) -> LoadedSamples:
+        """Read the samples of the resolved layout.
 
         Returns:
-            One ``0``/``1`` per name.
+            Samples, problems and (CSV layout) the fixed split.
+
+        Raises:
+            DataFileNotFoundError: If the files of the layout are not in ``root``.
+            CSVEncodingError: If a CSV file is not in ``encoding``.
         """
-        return labels_from_mesh(self.mesh_major, label_names)
+        if self.resolved_layout == "csv":
+            return self._load_csv()
+        return self._load_raw()
 
-    @property
-    def is_empty(self) -> bool:
-        """Whether both FINDINGS and IMPRESSION are empty."""
-        return not self.findings.strip() and not self.impression.strip()
+    def _load_csv(self) -> LoadedSamples:
+        """Read the MONAI CSV layout with its fixed split."""
+        loaded = LoadedSamples(samples=[], splits={})
+        for split, file_name in MONAI_SPLIT_FILES.items():
+            result = read_samples_csv(
+                self.root / file_name,
+                label_names=self.label_names,
+                text_column=MONAI_TEXT_COLUMN,
+                image_template=MONAI_IMAGE_TEMPLATE,
+                id_column=MONAI_ID_COLUMN,
+                image_root=self.root,
+                strict_columns=True,
+                encoding=self.encoding,
+                group_by_report=True,
+            )
+            loaded.samples.extend(result.samples)
+            loaded.problems.extend(result.problems)
+            loaded.notes.extend(result.notes)
+            assert loaded.splits is not None
+            loaded.splits[split] = [sample.id for sample in result.samples]
+            loaded.split_sources[split] = str(self.root / file_name)
+        return loaded
 
+    def _view_metadata(self) -> dict[str, str] | None:
+        """Load the view table, or ``None`` (first-image fallback) with a warning."""
+        if self.view_filter_disabled:
+            return None
+        path = find_view_metadata(self.root, self.metadata_csv)
+        if path is None:
+            if "image" not in self.modalities:
+                return None
+            rank_zero_warn(
+                f"no view-position table for {self.root}: using the first image of each report. "
+                "Pass metadata_csv (columns imageid, View Position) or install torchxrayvision "
+                "to select frontal views."
+            )
+            return None
+        tsne = path.parent / TSNE_FILE_NAME
+        return load_view_positions(path, tsne if tsne.is_file() else None)
 
-# ---------------------------------------------------------------------------------------------
-# XML parsing
-# ---------------------------------------------------------------------------------------------
+    def _image_path(self, image_id: str) -> Path:
+        """Return the PNG path of an XML image id (``<image_dir>/<id>.png``)."""
+        suffix = "" if Path(image_id).suffix.lower() in IMAGE_SUFFIXES else ".png"
+        return self.image_dir / f"{image_id}{suffix}"
 
-
-def _text(element: ET.Element | None) -> str:
-    """Return the whitespace-normalised text of an element (``""`` for ``None``)."""
-    if element is None:
-        return ""
-    return " ".join("".join(element.itertext()).split())
-
-
-def parse_report_xml(data: bytes | str, name: str) -> OpenIReport:
-    """Parse one NLM report XML document.
-
-    Args:
-        data: The XML document.
-        name: File name used for ``source``, the fallback id and error messages.
-
-    Returns:
-        The parsed report.
-
-    Raises:
-        ValueError: If the document is not well-formed XML or is not an ``eCitation`` report
-            (the message names ``name``).
-    """
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as err:
-        raise ValueError(f"malformed XML in {name}: {err}") from err
-    if root.tag != "eCitation":
-        raise ValueError(
-            f"{name} is not an NLM OpenI report (root element <{root.tag}>, expected <eCitation>)"
-        )
-    sections = {label: "" for label in _SECTION_LABELS}
-    for abstract in root.iter("AbstractText"):
-        label = (abstract.get("Label") or "").strip().upper()
-        if label in sections:
-            sections[label] = _text(abstract)
-    uid = root.find("uId")
-    report_id = (uid.get("id") if uid is not None else None) or f"CXR{Path(name).stem}"
-    image_ids = [img.get("id", "") for img in root.findall("parentImage")]
-    if any(not image_id for image_id in image_ids):
-        raise ValueError(f"{name} has a <parentImage> without an id attribute")
-    return OpenIReport(
-        report_id=report_id,
-        findings=sections["FINDINGS"],
-        impression=sections["IMPRESSION"],
-        indication=sections["INDICATION"],
-        comparison=sections["COMPARISON"],
-        image_ids=image_ids,
-        mesh_major=[_text(m) for m in root.findall("MeSH/major") if _text(m)],
-        mesh_automatic=[_text(m) for m in root.findall("MeSH/automatic") if _text(m)],
-        source=name,
-    )
-
-
-def _sort_key(name: str) -> tuple[int, int | str]:
-    """Sort report files numerically by stem (``2.xml`` before ``10.xml``)."""
-    stem = Path(name).stem
-    return (0, int(stem)) if stem.isdigit() else (1, stem)
-
-
-def _iter_xml_tar(path: Path) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(member name, bytes)`` for every ``.xml`` member of a tar archive."""
-    with tarfile.open(path, "r:*") as archive:
-        members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(".xml")]
-        for member in sorted(members, key=lambda m: _sort_key(m.name)):
-            handle = archive.extractfile(member)
-            if handle is not None:
-                yield member.name, handle.read()
-
-
-def _iter_xml_dir(path: Path) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(file path, bytes)`` for every ``*.xml`` file of a folder."""
-    for file in sorted(path.glob("*.xml"), key=lambda p: _sort_key(p.name)):
-        yield str(file), file.read_bytes()
-
-
-def resolve_reports_source(source: str | Path) -> Path:
-    """Find the reports in ``source``: a ``.tgz``, an XML folder, or a root holding either.
-
-    A root folder is searched for ``ecgen-radiology/`` first, then ``NLMCXR_reports.tgz``.
-
-    Args:
-        source: Path to ``NLMCXR_reports.tgz``, to ``ecgen-radiology/`` or to their parent.
-
-    Returns:
-        The archive or folder to read.
-
-    Raises:
-        FileNotFoundError: If no reports are found there.
-    """
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        if (path / REPORTS_FOLDER).is_dir():
-            return path / REPORTS_FOLDER
-        if (path / REPORTS_ARCHIVE).is_file():
-            return path / REPORTS_ARCHIVE
-        if any(path.glob("*.xml")):
-            return path
-    raise FileNotFoundError(
-        f"no OpenI reports at {path}: expected {REPORTS_ARCHIVE}, a {REPORTS_FOLDER}/ folder of "
-        "XML files, or a folder holding either; download them with "
-        "medllama_fusion.datasets.download.download_openi(root)"
-    )
-
-
-def iter_report_files(source: str | Path) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(name, bytes)`` of every report XML in an archive or folder, in numeric order.
-
-    Args:
-        source: See :func:`resolve_reports_source`.
-
-    Yields:
-        The file name and its raw content.
-    """
-    path = resolve_reports_source(source)
-    if path.is_dir():
-        yield from _iter_xml_dir(path)
-    elif tarfile.is_tarfile(path):
-        yield from _iter_xml_tar(path)
-    else:
-        yield str(path), path.read_bytes()
-
-
-def load_openi_reports(
-    source: str | Path, keep_empty: bool = False
-) -> tuple[list[OpenIReport], list[ParseProblem]]:
-    """Parse all reports of the release without crashing on a bad file.
-
-    Args:
-        source: ``NLMCXR_reports.tgz`` (read in place), the ``ecgen-radiology`` folder, or a
-            folder holding either.
-        keep_empty: Also return reports whose FINDINGS and IMPRESSION are both empty (they are
-            listed in ``problems`` all the same).
-
-    Returns:
-        ``(reports, problems)``: the parsed usable reports, and one :class:`ParseProblem` per
-        file that is malformed or whose FINDINGS and IMPRESSION are both empty (``"empty
-        report"``; such reports are in ``reports`` only with ``keep_empty=True``).
-
-    Raises:
-        FileNotFoundError: If ``source`` holds no reports.
-    """
-    reports: list[OpenIReport] = []
-    problems: list[ParseProblem] = []
-    for name, data in iter_report_files(source):
+    def _load_raw(self) -> LoadedSamples:
+        """Parse the raw NLM release and select images per report (see the module docstring)."""
         try:
-            report = parse_report_xml(data, name)
-        except ValueError as err:
-            problems.append(ParseProblem(name, str(err)))
-            continue
-        if report.is_empty:
-            problems.append(ParseProblem(name, "empty report: no FINDINGS and no IMPRESSION text"))
-            if not keep_empty:
+            source = resolve_reports_source(self.root)
+        except FileNotFoundError as error:
+            raise DataFileNotFoundError(
+                f"{error}. Or pass download=True to fetch the release into {self.root}."
+            ) from error
+        reports, parse_problems = load_openi_reports(source, keep_empty=True)
+        loaded = LoadedSamples(samples=[])
+        for problem in parse_problems:
+            if not problem.message.startswith("empty report"):
+                loaded.problems.append(DataProblem(MALFORMED_XML, problem.path, problem.message))
+        metadata = self._view_metadata()
+        views = self.views if metadata is not None else None
+        for report in reports:
+            image_ids = select_images(report, views, metadata, self.one_image_per_report)
+            text = format_report(
+                report.findings, report.impression, strip_xxxx=self.strip_anonymization
+            )
+            text = "" if report.is_empty else text
+            labels = tuple(float(v) for v in report.labels_for(self.label_names))
+            if not image_ids:
+                # ``views is None``: the report lists no image at all.
+                reason = NO_FRONTAL_IMAGE if views is not None else "no_image_listed"
+                loaded.image_absent[report.report_id] = reason
+                loaded.samples.append(
+                    FusionSample(report.report_id, None, text, labels, group=report.report_id)
+                )
                 continue
-        reports.append(report)
-    return reports, problems
-
-
-# ---------------------------------------------------------------------------------------------
-# view metadata and image selection
-# ---------------------------------------------------------------------------------------------
-
-_XML_ID_PART = re.compile(r"^(CXR\d+)_\d+_(IM-)")
-
-
-def metadata_image_id(image_id: str) -> str:
-    """Convert an XML image id to the id used by the DICOM metadata table.
-
-    Args:
-        image_id: An id such as ``"CXR1_1_IM-0001-3001"`` (or already ``"CXR1_IM-0001-3001"``).
-
-    Returns:
-        The id without the ``_<n>_`` part, e.g. ``"CXR1_IM-0001-3001"``.
-    """
-    return _XML_ID_PART.sub(r"\1_\2", image_id)
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    """Open a (possibly gzip-compressed) text file."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def _read_columns(path: Path, id_column: str, value_column: str) -> dict[str, str]:
-    """Read two columns of a CSV into ``{metadata_image_id(id): value.upper()}``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"view metadata CSV {path} does not exist; pass an existing file")
-    with _open_text(path) as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [c for c in (id_column, value_column) if c not in columns]
-        if missing:
-            raise ValueError(
-                f"view metadata CSV {path} lacks the column(s) {missing}; it needs "
-                f"{id_column!r} and {value_column!r} (found {columns[:8]}...)"
+            loaded.samples.extend(
+                FusionSample(
+                    image_id, self._image_path(image_id), text, labels, group=report.report_id
+                )
+                for image_id in image_ids
             )
-        return {
-            metadata_image_id(row[id_column].strip()): (row[value_column] or "").strip().upper()
-            for row in reader
-        }
-
-
-def load_view_positions(
-    metadata_csv: str | Path, tsne_csv: str | Path | None = None
-) -> dict[str, str]:
-    """Load image id → view position (``"PA"``, ``"AP"``, ``"LL"``, ... or ``""`` if unknown).
-
-    Args:
-        metadata_csv: The torchxrayvision ``nlmcxr_dicom_metadata.csv.gz`` or a CSV (optionally
-            gzip-compressed) with the columns ``imageid`` and ``View Position``.
-        tsne_csv: Optional CSV with the columns ``imageid`` and ``tsne-view`` (torchxrayvision's
-            ``nlmcxr_tsne_pa.csv.gz``) used only where ``View Position`` is blank; its ``PA``
-            means "frontal" and ``L`` is stored as ``"LATERAL"``.
-
-    Returns:
-        A mapping keyed by :func:`metadata_image_id` ids.
-
-    Raises:
-        FileNotFoundError: If a CSV does not exist.
-        ValueError: If a CSV lacks the required columns.
-    """
-    views = _read_columns(Path(metadata_csv), "imageid", "View Position")
-    if tsne_csv is not None:
-        fill = _read_columns(Path(tsne_csv), "imageid", "tsne-view")
-        for image_id, view in fill.items():
-            if not views.get(image_id):
-                views[image_id] = "LATERAL" if view == "L" else view
-    return views
-
-
-def select_images(
-    report: OpenIReport,
-    views: Iterable[str] | None = FRONTAL_VIEWS,
-    metadata: Mapping[str, str] | None = None,
-    one_per_report: bool = True,
-) -> list[str]:
-    """Choose the images of a report to use.
-
-    Args:
-        report: The report.
-        views: Accepted view positions (case-insensitive); ``None`` accepts every image.
-        metadata: Image id → view position from :func:`load_view_positions`. Required when
-            ``views`` is not ``None``; images absent from it or with a blank view are dropped.
-        one_per_report: Return at most the first accepted image (in XML order).
-
-    Returns:
-        The selected XML image ids (``NLMCXR_png/<id>.png``); possibly empty.
-
-    Raises:
-        ValueError: If ``views`` is given without ``metadata``.
-    """
-    if views is None:
-        selected = list(report.image_ids)
-    else:
-        if metadata is None:
-            raise ValueError(
-                "select_images got views but no metadata; load it with load_view_positions(...) "
-                "or pass views=None to keep every image"
-            )
-        wanted = {v.strip().upper() for v in views}
-        selected = [
-            image_id
-            for image_id in report.image_ids
-            if metadata.get(metadata_image_id(image_id), "") in wanted
-        ]
-    return selected[:1] if one_per_report else selected
+        return loaded
 
 
 __all__ = [
-    "FRONTAL_VIEWS",
-    "IMAGES_ARCHIVE",
-    "IMAGES_FOLDER",
-    "REPORTS_ARCHIVE",
-    "REPORTS_FOLDER",
-    "OpenIReport",
-    "ParseProblem",
-    "iter_report_files",
-    "load_openi_reports",
-    "load_view_positions",
-    "metadata_image_id",
-    "parse_report_xml",
-    "resolve_reports_source",
-    "select_images",
+    "LAYOUTS",
+    "METADATA_FILE_NAMES",
+    "TSNE_FILE_NAME",
+    "OpenIDataset",
+    "detect_layout",
+    "find_view_metadata",
 ]

@@ -113,6 +113,13 @@ class CSVEncodingError(InputError):
     """A CSV file is not in the expected text encoding."""
 
 
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise an error naming ``name``."""
+    if value not in choices:
+        raise InputError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
+    return value
+
+
 def check_missing_modality_policy(missing_modality: str) -> str:
     """Validate a ``missing_modality`` policy string.
 
@@ -125,12 +132,7 @@ def check_missing_modality_policy(missing_modality: str) -> str:
     Raises:
         InputError: For any other value.
     """
-    if missing_modality not in MISSING_MODALITY_POLICIES:
-        raise InputError(
-            f"missing_modality must be one of {MISSING_MODALITY_POLICIES}; "
-            f"got {missing_modality!r}."
-        )
-    return missing_modality
+    return _check_choice("missing_modality", missing_modality, MISSING_MODALITY_POLICIES)
 
 
 def format_data_summary(
@@ -179,9 +181,7 @@ def check_bad_input_policy(bad_input: str) -> str:
     Raises:
         InputError: For any other value.
     """
-    if bad_input not in BAD_INPUT_POLICIES:
-        raise InputError(f"bad_input must be one of {BAD_INPUT_POLICIES}; got {bad_input!r}.")
-    return bad_input
+    return _check_choice("bad_input", bad_input, BAD_INPUT_POLICIES)
 
 
 def group_problems(problems: Iterable[DataProblem]) -> dict[str, list[DataProblem]]:
