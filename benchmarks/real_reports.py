@@ -888,7 +888,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         np.savez(path, probs=probs, ids=np.asarray([corpus.ids[i] for i in test]))
         meta_path.write_text(json.dumps({"settings": settings, "info": info}, indent=2))
         preds[m], runs[m] = probs, info
-        print(f"[{m}] {json.dumps(info)}", flush=True)
+        shown = {k: v for k, v in info.items() if k != "losses"}
+        print(f"[{m}] {json.dumps(shown)}", flush=True)
     labels = corpus.labels[test]
     result = bootstrap_table(
         preds,
