@@ -109,3 +109,40 @@ def test_stratified_split_puts_positives_in_val_and_test(real_root: dict[str, ob
             assert counts["test"][i] >= 1, label
         if total[i] >= 100:  # common classes: close to their share
             assert abs(counts["test"][i] - 0.10 * total[i]) <= 0.03 * total[i] + 2, label
+
+
+def test_raw_release_trains_through_the_cli_with_defaults(
+    real_root: dict[str, object], tmp_path: Path
+) -> None:
+    """fit on the real release (3929 usable reports, 7 images on disk) with data defaults."""
+    from medllama_fusion.main import cli_main
+
+    root = real_root["root"]
+    assert isinstance(root, Path)
+    conf = Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml"
+    with pytest.warns(UserWarning, match="used without image"):
+        cli = cli_main(
+            [
+                "fit",
+                "--config",
+                str(conf),
+                "--data.init_args.root",
+                str(root),
+                "--data.init_args.layout",
+                "raw",
+                "--data.init_args.tokenizer",
+                str(root / "tokenizer"),
+                "--data.init_args.verify_images",
+                "true",
+                "--trainer.default_root_dir",
+                str(tmp_path / "out"),
+                "--trainer.limit_train_batches",
+                "4",
+                "--trainer.limit_val_batches",
+                "2",
+            ]
+        )
+    datamodule = cli.datamodule
+    assert sum(len(split) for split in datamodule.samples.values()) == 3955 - 26
+    assert cli.trainer.global_step == 4
+    assert any((tmp_path / "out" / "checkpoints").glob("*.ckpt"))
