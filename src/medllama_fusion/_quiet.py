@@ -7,7 +7,10 @@ the user's data, model or trainer settings) still shows:
   imported, and ``peft`` imports it on its own import even when nothing is quantized;
 - Lightning logs a tip advertising ``litlogger`` whenever a trainer configures its loggers;
 - Lightning's ``utilities/_pytree.py`` triggers torch's ``LeafSpec`` FutureWarning on every
-  batch transfer (an internal of Lightning, nothing a user can change).
+  batch transfer (an internal of Lightning, nothing a user can change);
+- ``python -m medllama_fusion.<package>.<module>`` makes :mod:`runpy` warn that the module was
+  already imported by its package's ``__init__`` before it runs as ``__main__``; our command
+  modules only define functions and run ``main()``, so running them twice that way is harmless.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ __all__ = ["install_filters"]
 
 _BNB_LOGGER = "bitsandbytes.backends.cpu.ops"
 _BNB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
-_LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+_LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
 _LITLOGGER_TIP = "try installing [litlogger]"
 _LEAFSPEC_MESSAGE = r".*isinstance\(treespec, LeafSpec\).*"
+_RUNPY_MESSAGE = r"'medllama_fusion\.[\w.]+' found in sys\.modules after import of package"
 
 
 class _DropMessages(logging.Filter):
@@ -41,7 +48,7 @@ _INSTALLED = False
 
 
 def install_filters() -> None:
-    """Install the logging and warning filters (idempotent; called on ``import medllama_fusion``)."""
+    """Install the logging and warning filters once (``import medllama_fusion`` does)."""
     global _INSTALLED
     if _INSTALLED:
         return
@@ -50,3 +57,4 @@ def install_filters() -> None:
     for name in _LIGHTNING_LOGGERS:
         logging.getLogger(name).addFilter(_DropMessages(_LITLOGGER_TIP))
     warnings.filterwarnings("ignore", message=_LEAFSPEC_MESSAGE, category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_RUNPY_MESSAGE, category=RuntimeWarning)
