@@ -88,7 +88,7 @@ def format_table(result: dict[str, Any]) -> str:
         f'| `python -c "{ref["command"]}"` (reference) | {ref["median_s"]:.2f} | 1.00 |',
     ]
     for name, row in result["commands"].items():
-        lines.append(f"| `{name}` | {row['median_s']:.2f} | {row['median_ratio']:.2f} |")
+        lines.append(f"| `{name}` | {row['median_s']:.2f} | {row['median_ratio']:.3f} |")
     return "\n".join(lines)
 
 
