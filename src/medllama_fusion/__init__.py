@@ -59,7 +59,7 @@ _EXPORTS: dict[str, str] = {
     "SerialFusion": "medllama_fusion.models",
     "VisionConfig": "medllama_fusion.models",
     "VisionEncoder": "medllama_fusion.models",
-    "format_parameter_report": "medllama_fusion.models.parameter_report",
+    "format_parameter_report": "medllama_fusion.models",
     "FusionClassifier": "medllama_fusion.trainers",
     "LoraSettings": "medllama_fusion.tuners.lora",
 }
@@ -109,8 +109,8 @@ if TYPE_CHECKING:
         SerialFusion,
         VisionConfig,
         VisionEncoder,
+        format_parameter_report,
     )
-    from medllama_fusion.models.parameter_report import format_parameter_report
     from medllama_fusion.trainers import FusionClassifier
     from medllama_fusion.tuners.lora import LoraSettings
 
