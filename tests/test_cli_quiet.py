@@ -120,3 +120,42 @@ def test_tiny_quickstart_fit_prints_no_warnings(tmp_path: Path) -> None:
         result.stdout
     )
     assert "Best checkpoint by val/auroc (" in result.stdout
+
+
+def test_parameter_report_table() -> None:
+    from medllama_fusion.models import format_parameter_report
+
+    report = {
+        "trainable": 300,
+        "total": 1300,
+        "groups": {
+            "backbone": {"trainable": 0, "total": 1000},
+            "lora": {"trainable": 200, "total": 200},
+            "head": {"trainable": 100, "total": 100},
+        },
+    }
+    lines = format_parameter_report(report).splitlines()
+    assert lines[0] == "Trainable parameters: 300 of 1,300 (23.08%)"
+    rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in lines[3:]}
+    assert [c.strip() for c in rows["backbone"]] == ["0", "1,000", "0.00%", "0.00%"]
+    assert [c.strip() for c in rows["lora"]] == ["200", "200", "100.00%", "66.67%"]
+    assert [c.strip() for c in rows["total"]] == ["300", "1,300", "23.08%", "100.00%"]
+
+
+def test_num_threads_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from medllama_fusion.errors import InputError
+    from medllama_fusion.main import NUM_THREADS_ENV, set_num_threads_from_env
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv(NUM_THREADS_ENV, raising=False)
+    assert set_num_threads_from_env() is None
+    monkeypatch.setenv(NUM_THREADS_ENV, "two")
+    with pytest.raises(InputError, match=NUM_THREADS_ENV):
+        set_num_threads_from_env()
+    monkeypatch.setenv(NUM_THREADS_ENV, "1")
+    try:
+        assert set_num_threads_from_env() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
