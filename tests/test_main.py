@@ -10,10 +10,16 @@ import yaml
 from lightning.pytorch import LightningDataModule
 from torch._utils import ExceptionWrapper
 
-from medllama_fusion.configs import list_presets, preset_path
+from medllama_fusion.configs import list_presets, preset_arguments, preset_files, preset_path
 from medllama_fusion.datasets import DataProblem, DataProblemError
 from medllama_fusion.errors import InputError
-from medllama_fusion.main import DEBUG_ENV, cli_main, main, user_error_message
+from medllama_fusion.main import (
+    DEBUG_ENV,
+    cli_main,
+    main,
+    resolve_preset_configs,
+    user_error_message,
+)
 
 
 def test_presets_listed_and_found() -> None:
@@ -22,6 +28,7 @@ def test_presets_listed_and_found() -> None:
     for variant in ("parallel", "serial", "mixed"):
         for r in (2, 4, 8):
             assert f"paper/{variant}_r{r}" in names
+    assert not [n for n in names if n.startswith(("paper/base", "paper/fusion/", "paper/lora/"))]
     with pytest.raises(FileNotFoundError, match="quickstart"):
         preset_path("nope")
     out = subprocess.run(
@@ -33,44 +40,95 @@ def test_presets_listed_and_found() -> None:
     assert out == str(preset_path("quickstart"))
 
 
-@pytest.mark.parametrize(
-    "name", ["quickstart", "paper/parallel_r2", "paper/serial_r4", "paper/mixed_r8"]
-)
-def test_print_config_parses_presets(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+PAPER_TARGETS = {
+    2: ["q_proj", "k_proj", "v_proj", "o_proj"],
+    4: ["q_proj", "v_proj"],
+    8: ["q_proj"],
+}
+PAPER_FUSIONS = {"parallel": "ParallelFusion", "serial": "SerialFusion", "mixed": "MixedFusion"}
+
+
+def _print_config(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
     with pytest.raises(SystemExit) as exc:
-        cli_main(["fit", "--config", str(preset_path(name)), "--print_config"])
+        cli_main(["fit", *args, "--print_config"])
     assert exc.value.code == 0
-    config = yaml.safe_load(capsys.readouterr().out)
-    fusion = config["model"]["init_args"]["fusion"]
-    assert fusion["class_path"].endswith("Fusion")
-    if name.startswith("paper/"):
-        r = int(name[-1])
-        lora = fusion["init_args"]["lora"]
-        assert lora["r"] == r and len(lora["target_modules"]) * r == 8  # the paper's budget
-        assert config["trainer"]["precision"] == "bf16-mixed"
-        assert config["trainer"]["max_epochs"] == 15
-        assert config["data"]["init_args"]["batch_size"] == 20
-        assert config["model"]["init_args"]["lr"] == 1e-4
+    return yaml.safe_load(capsys.readouterr().out)
 
 
-def test_paper_presets_differ_only_in_variant_and_rank() -> None:
-    base = yaml.safe_load(preset_path("paper/parallel_r2").read_text())
-    for variant in ("parallel", "serial", "mixed"):
-        for r in (2, 4, 8):
-            cfg = yaml.safe_load(preset_path(f"paper/{variant}_r{r}").read_text())
-            cfg["model"]["init_args"]["fusion"]["class_path"] = "X"
-            cfg["model"]["init_args"]["fusion"]["init_args"]["lora"] = {}
-            cfg["trainer"]["default_root_dir"] = "X"
-            ref = yaml.safe_load(yaml.safe_dump(base))
-            ref["model"]["init_args"]["fusion"]["class_path"] = "X"
-            ref["model"]["init_args"]["fusion"]["init_args"]["lora"] = {}
-            ref["trainer"]["default_root_dir"] = "X"
-            assert cfg == ref
+def test_quickstart_preset_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    config = _print_config(["--config", str(preset_path("quickstart"))], capsys)
+    assert config["model"]["init_args"]["fusion"]["class_path"].endswith("ParallelFusion")
+    assert config["trainer"]["default_root_dir"] == "outputs/quickstart"
+
+
+@pytest.mark.parametrize("fusion", sorted(PAPER_FUSIONS))
+@pytest.mark.parametrize("rank", sorted(PAPER_TARGETS))
+def test_paper_presets_compose_recipe_fusion_and_rank(
+    fusion: str, rank: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each paper preset is the shared recipe with its own fusion class, LoRA rank and folder."""
+    name = f"paper/{fusion}_r{rank}"
+    config = _print_config(["--config", name], capsys)
+    model = config["model"]["init_args"]
+    assert model["fusion"]["class_path"] == f"medllama_fusion.models.{PAPER_FUSIONS[fusion]}"
+    lora = model["fusion"]["init_args"]["lora"]
+    assert lora["r"] == rank and lora["alpha"] == 2 * rank
+    assert lora["target_modules"] == PAPER_TARGETS[rank]
+    assert len(lora["target_modules"]) * rank == 8  # the paper's budget
+    assert config["trainer"]["default_root_dir"] == f"outputs/{name}"
+    # The recipe of paper/base.yaml survives the overlays (also across the fusion class switch).
+    assert lora["dropout"] == 0.05
+    assert model["fusion"]["init_args"]["backbone"]["pretrained"] == "meta-llama/Llama-2-7b-hf"
+    assert model["fusion"]["init_args"]["vision"]["num_layers"] == 3
+    assert model["fusion"]["init_args"]["num_cross_layers"] == 3
+    assert config["trainer"]["precision"] == "bf16-mixed"
+    assert config["trainer"]["max_epochs"] == 15
+    assert config["data"]["init_args"]["batch_size"] == 20
+    assert model["lr"] == 1e-4
+
+
+def test_paper_preset_files_and_arguments() -> None:
+    files = preset_files("paper/serial_r4")
+    assert [f.relative_to(files[0].parent.parent).as_posix() for f in files] == [
+        "paper/base.yaml",
+        "paper/fusion/serial.yaml",
+        "paper/lora/r4.yaml",
+    ]
+    assert preset_arguments("paper/serial_r4") == [
+        *[a for f in files for a in ("--config", str(f))],
+        "--trainer.default_root_dir",
+        "outputs/paper/serial_r4",
+    ]
+    with pytest.raises(FileNotFoundError, match="composed of 3 files"):
+        preset_path("paper/serial_r4")
+    assert preset_files("paper/lora/r4") == [files[2]]  # an overlay by its own name
+    out = subprocess.run(
+        [sys.executable, "-m", "medllama_fusion.configs", "paper/serial_r4"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == " ".join(preset_arguments("paper/serial_r4")[1:])  # what follows --config
+
+
+def test_user_overrides_after_a_composed_preset_win(capsys: pytest.CaptureFixture[str]) -> None:
+    config = _print_config(
+        [
+            "--config",
+            "paper/mixed_r8",
+            "--trainer.default_root_dir",
+            "runs/mine",
+            "--model.init_args.fusion.init_args.lora.r",
+            "16",
+        ],
+        capsys,
+    )
+    assert config["trainer"]["default_root_dir"] == "runs/mine"
+    assert config["model"]["init_args"]["fusion"]["init_args"]["lora"]["r"] == 16
+    assert config["model"]["init_args"]["fusion"]["class_path"].endswith("MixedFusion")
 
 
 def test_preset_names_resolve_in_config_arguments(tmp_path: Path) -> None:
-    from medllama_fusion.main import resolve_preset_configs
-
     own = tmp_path / "quickstart"  # the user's own files pass through unchanged
     own.write_text("seed_everything: 1\n")
     argv = [
@@ -83,30 +141,18 @@ def test_preset_names_resolve_in_config_arguments(tmp_path: Path) -> None:
         "--x",
         "quickstart",
     ]
+    mixed = preset_arguments("paper/mixed_r2")
     assert resolve_preset_configs(argv) == [
         "fit",
         "--config",
         str(preset_path("quickstart")),
-        f"--config={preset_path('paper/mixed_r2')}",
+        *[f"{flag}={value}" for flag, value in zip(mixed[::2], mixed[1::2], strict=True)],
         "-c",
         str(own),
         "--x",
         "quickstart",
     ]
-
-
-def test_help_prints_no_args_warning() -> None:
-    """The console command reads sys.argv itself: LightningCLI's "args and argv" warning is gone."""
-    result = subprocess.run(
-        [sys.executable, "-m", "medllama_fusion", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "fit" in result.stdout
-    assert "args parameter" not in result.stderr
-    assert "Traceback" not in result.stderr
+    assert resolve_preset_configs(["fit", "-c", "paper/mixed_r2"]) == ["fit", *mixed]
 
 
 def test_preset_names_resolve_from_sys_argv(

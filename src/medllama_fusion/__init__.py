@@ -12,40 +12,107 @@ Example:
     ... )
 """
 
-from medllama_fusion.callbacks import EpochSeed, PredictionCSVWriter
-from medllama_fusion.configs import list_presets, preset_path
-from medllama_fusion.datamodules import CSVDataModule, FusionDataModule, OpenIDataModule
-from medllama_fusion.datasets import (
-    OPENI_LABELS,
-    DataProblemError,
-    download_openi,
-    labels_from_mesh,
-    load_openi_reports,
-    load_tokenizer,
-    make_demo_dataset,
-    mask_label_words,
-)
-from medllama_fusion.metrics import DefinedMultilabelAUROC, auroc_report, bootstrap_auroc
-from medllama_fusion.models import (
-    BackboneConfig,
-    ClassificationHead,
-    CrossAttentionBlock,
-    CrossAttentionLayer,
-    FusionContext,
-    FusionModel,
-    FusionOutput,
-    LlamaBackbone,
-    LlamaBlockStack,
-    MixedFusion,
-    ParallelFusion,
-    SerialFusion,
-    VisionConfig,
-    VisionEncoder,
-)
-from medllama_fusion.trainers import FusionClassifier
-from medllama_fusion.tuners.lora import LoraSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from medllama_fusion._quiet import install_filters
 
 __version__ = "0.1.0"
+
+install_filters()
+
+# Public names and the module that defines each. They are imported on first access (module-level
+# ``__getattr__``) so that ``import medllama_fusion``, the command-line help and the preset listing
+# do not pay for torch, transformers and peft until a class is actually used.
+_EXPORTS: dict[str, str] = {
+    "EpochSeed": "medllama_fusion.callbacks",
+    "PredictionCSVWriter": "medllama_fusion.callbacks",
+    "list_presets": "medllama_fusion.configs",
+    "preset_path": "medllama_fusion.configs",
+    "CSVDataModule": "medllama_fusion.datamodules",
+    "FusionDataModule": "medllama_fusion.datamodules",
+    "OpenIDataModule": "medllama_fusion.datamodules",
+    "DataProblemError": "medllama_fusion.datasets",
+    "OPENI_LABELS": "medllama_fusion.datasets",
+    "download_openi": "medllama_fusion.datasets",
+    "labels_from_mesh": "medllama_fusion.datasets",
+    "load_openi_reports": "medllama_fusion.datasets",
+    "load_tokenizer": "medllama_fusion.datasets",
+    "make_demo_dataset": "medllama_fusion.datasets",
+    "mask_label_words": "medllama_fusion.datasets",
+    "DefinedMultilabelAUROC": "medllama_fusion.metrics",
+    "auroc_report": "medllama_fusion.metrics",
+    "bootstrap_auroc": "medllama_fusion.metrics",
+    "BackboneConfig": "medllama_fusion.models",
+    "ClassificationHead": "medllama_fusion.models",
+    "CrossAttentionBlock": "medllama_fusion.models",
+    "CrossAttentionLayer": "medllama_fusion.models",
+    "FusionContext": "medllama_fusion.models",
+    "FusionModel": "medllama_fusion.models",
+    "FusionOutput": "medllama_fusion.models",
+    "LlamaBackbone": "medllama_fusion.models",
+    "LlamaBlockStack": "medllama_fusion.models",
+    "MixedFusion": "medllama_fusion.models",
+    "ParallelFusion": "medllama_fusion.models",
+    "SerialFusion": "medllama_fusion.models",
+    "VisionConfig": "medllama_fusion.models",
+    "VisionEncoder": "medllama_fusion.models",
+    "format_parameter_report": "medllama_fusion.models",
+    "FusionClassifier": "medllama_fusion.trainers",
+    "LoraSettings": "medllama_fusion.tuners.lora",
+}
+
+_SUBMODULES = frozenset(
+    {
+        "callbacks",
+        "configs",
+        "datamodules",
+        "datasets",
+        "errors",
+        "main",
+        "metrics",
+        "models",
+        "trainers",
+        "tuners",
+    }
+)
+
+if TYPE_CHECKING:
+    from medllama_fusion.callbacks import EpochSeed, PredictionCSVWriter
+    from medllama_fusion.configs import list_presets, preset_path
+    from medllama_fusion.datamodules import CSVDataModule, FusionDataModule, OpenIDataModule
+    from medllama_fusion.datasets import (
+        OPENI_LABELS,
+        DataProblemError,
+        download_openi,
+        labels_from_mesh,
+        load_openi_reports,
+        load_tokenizer,
+        make_demo_dataset,
+        mask_label_words,
+    )
+    from medllama_fusion.metrics import DefinedMultilabelAUROC, auroc_report, bootstrap_auroc
+    from medllama_fusion.models import (
+        BackboneConfig,
+        ClassificationHead,
+        CrossAttentionBlock,
+        CrossAttentionLayer,
+        FusionContext,
+        FusionModel,
+        FusionOutput,
+        LlamaBackbone,
+        LlamaBlockStack,
+        MixedFusion,
+        ParallelFusion,
+        SerialFusion,
+        VisionConfig,
+        VisionEncoder,
+        format_parameter_report,
+    )
+    from medllama_fusion.trainers import FusionClassifier
+    from medllama_fusion.tuners.lora import LoraSettings
 
 __all__ = [
     "OPENI_LABELS",
@@ -76,6 +143,7 @@ __all__ = [
     "auroc_report",
     "bootstrap_auroc",
     "download_openi",
+    "format_parameter_report",
     "labels_from_mesh",
     "list_presets",
     "load_openi_reports",
@@ -84,3 +152,20 @@ __all__ = [
     "mask_label_words",
     "preset_path",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a subpackage) on first access and cache it in the module."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names, also those not imported yet."""
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)

@@ -25,22 +25,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.loggers.tensorboard import (
+    _TENSORBOARD_AVAILABLE,
+    _TENSORBOARDX_AVAILABLE,
+)
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger
 
 from .callbacks import PredictionCSVWriter, RunConfigInCheckpoint
-from .configs import list_presets, preset_path
+from .configs import list_presets, preset_arguments
 from .errors import InputError
 from .operating_points import OperatingPoints
 
 __all__ = [
     "DEBUG_ENV",
+    "NUM_THREADS_ENV",
     "FusionCLI",
     "cli_main",
     "main",
     "resolve_preset_configs",
+    "set_num_threads_from_env",
     "use_stable_checkpoint_dir",
     "user_error_message",
 ]
@@ -48,6 +55,8 @@ __all__ = [
 PROG = "medllama-fusion"
 DEBUG_ENV = "MEDLLAMA_FUSION_DEBUG"
 """Environment variable: set to ``1`` to see the traceback of an input error."""
+NUM_THREADS_ENV = "MEDLLAMA_FUSION_NUM_THREADS"
+"""Environment variable: number of torch CPU threads for a command (unset: torch's default)."""
 
 _USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError)
 
@@ -99,12 +108,19 @@ class FusionCLI(LightningCLI):
         parser.add_lightning_class_args(OperatingPoints, "operating_points")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Build the trainer and give its checkpoint callbacks a stable folder."""
+        """Build the trainer and give its checkpoint callbacks a stable folder.
+
+        With the default ``logger`` and no TensorBoard installed, the trainer gets the
+        ``CSVLogger`` Lightning would pick itself, without Lightning's notice about it.
+        """
+        config = self._get(self.config_init, "trainer", default={})
+        if "logger" not in kwargs and config.get("logger") in (None, True):
+            kwargs["logger"] = _default_logger(config.get("default_root_dir"))
         trainer = super().instantiate_trainer(**kwargs)
         use_stable_checkpoint_dir(trainer)
         subcommand = self.subcommand
-        config = self.config.get(str(subcommand), self.config) if subcommand else self.config
-        text = self._parser(subcommand).dump(config, skip_none=False, skip_validation=True)
+        run_config = self.config.get(str(subcommand), self.config) if subcommand else self.config
+        text = self._parser(subcommand).dump(run_config, skip_none=False, skip_validation=True)
         trainer.callbacks.append(RunConfigInCheckpoint(text, os.getcwd()))  # type: ignore[attr-defined]
         return trainer
 
@@ -138,35 +154,50 @@ class FusionCLI(LightningCLI):
         self._print_outputs(checkpoints=False)
 
 
+def _default_logger(root: str | None) -> Logger | bool:
+    """Lightning's default logger: TensorBoard when installed, else CSV under ``root``."""
+    if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
+        return True
+    return CSVLogger(save_dir=root if root is not None else os.getcwd())
+
+
 def _shown(path: str) -> str:
     """Return a local path made absolute (remote URLs unchanged), for messages."""
     return str(Path(path).resolve()) if _is_local_file_protocol(path) else path
 
 
 def resolve_preset_configs(argv: list[str]) -> list[str]:
-    """Replace ``--config NAME`` by the shipped preset's path when NAME is not a file.
+    """Replace ``--config NAME`` by the shipped preset's arguments when NAME is not a file.
 
     ``medllama-fusion fit --config quickstart`` then runs the packaged quickstart preset and
-    ``--config paper/parallel_r2`` a paper preset; existing files are passed through unchanged.
+    ``--config paper/parallel_r2`` a paper preset, which stands for several ``--config`` files
+    and its output folder (see :func:`~medllama_fusion.configs.preset_arguments`); existing
+    files are passed through unchanged.
 
     Args:
         argv: Command-line arguments without the program name.
 
     Returns:
-        The arguments with preset names replaced by paths.
+        The arguments with preset names replaced by their arguments.
     """
     presets = set(list_presets())
+
+    def is_preset(value: str) -> bool:
+        return not Path(value).exists() and value.removesuffix(".yaml") in presets
+
     out: list[str] = []
     expect_value = False
     for arg in argv:
-        if expect_value and not Path(arg).exists() and arg.removesuffix(".yaml") in presets:
-            arg = str(preset_path(arg))
-        elif arg.startswith("--config="):
-            value = arg.split("=", 1)[1]
-            if not Path(value).exists() and value.removesuffix(".yaml") in presets:
-                arg = f"--config={preset_path(value)}"
+        if expect_value and is_preset(arg):
+            out[-1:] = preset_arguments(arg)
+        elif arg.startswith("--config=") and is_preset(arg.split("=", 1)[1]):
+            expanded = preset_arguments(arg.split("=", 1)[1])
+            out += [
+                f"{flag}={value}" for flag, value in zip(expanded[::2], expanded[1::2], strict=True)
+            ]
+        else:
+            out.append(arg)
         expect_value = arg in ("--config", "-c")
-        out.append(arg)
     return out
 
 
@@ -181,10 +212,49 @@ def _command_line(argv: list[str]) -> Iterator[None]:
         sys.argv[:] = saved
 
 
+def _register_classes() -> None:
+    """Import the model, data and training classes so their short names resolve in configs."""
+    import medllama_fusion.datamodules
+    import medllama_fusion.models
+    import medllama_fusion.trainers  # noqa: F401  (register the LightningModule subclasses)
+
+
+def _names_a_subcommand(args: ArgsType) -> bool:
+    """Whether ``args`` (a list) names a subcommand; dicts and namespaces always count."""
+    if not isinstance(args, list):
+        return True
+    return any(arg in FusionCLI.subcommands() for arg in args)
+
+
+def set_num_threads_from_env() -> int | None:
+    """Apply ``MEDLLAMA_FUSION_NUM_THREADS`` to torch's intra-op thread pool.
+
+    Small CPU runs (the quickstart, tests) gain nothing from many threads and slow down a lot when
+    several processes share few cores; ``MEDLLAMA_FUSION_NUM_THREADS=1`` keeps one thread each.
+
+    Returns:
+        The number of threads set, or ``None`` when the variable is unset or empty.
+
+    Raises:
+        InputError: When the value is not a positive integer.
+    """
+    value = os.environ.get(NUM_THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"{NUM_THREADS_ENV}={value!r} is not a positive integer; set e.g. 1 or 4.")
+    import torch
+
+    torch.set_num_threads(int(value))
+    return int(value)
+
+
 def cli_main(args: ArgsType = None) -> FusionCLI:
     """Build and run the command-line interface and return it (for tests and notebooks).
 
-    Errors propagate unchanged (:func:`main` turns input errors into messages).
+    Errors propagate unchanged (:func:`main` turns input errors into messages). The model and
+    data classes (and torch, transformers, peft with them) are imported only when a subcommand is
+    given, so ``--help`` of the program itself starts quickly.
 
     Args:
         args: Command-line arguments (list of strings, dict or Namespace); ``sys.argv`` if None.
@@ -192,11 +262,12 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
     Returns:
         The :class:`FusionCLI` instance with ``model``, ``datamodule`` and ``trainer``.
     """
-    import medllama_fusion.datamodules
-    import medllama_fusion.models
-    import medllama_fusion.trainers  # noqa: F401  (register the LightningModule subclasses)
 
     def build(cli_args: ArgsType) -> FusionCLI:
+
+        if _names_a_subcommand(sys.argv[1:] if cli_args is None else cli_args):
+            _register_classes()
+            set_num_threads_from_env()
         return FusionCLI(
             model_class=LightningModule,
             datamodule_class=LightningDataModule,

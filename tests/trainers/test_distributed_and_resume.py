@@ -77,15 +77,11 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
                     f"--trainer.callbacks.path={progress}", "--trainer.callbacks.delay=0.5"),
         env=ENV, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.time() + 240
     try:  # steps 2, 4, 6, 8 wrote last.ckpt; step 8 = epoch 1 batch 2 (5 batches per epoch)
-        while time.time() < deadline:
-            if progress.is_file() and "epoch 1 batch 3" in progress.read_text():
-                break
+        # Wait for the run to get there however long it takes (pytest's timeout bounds it).
+        while not (progress.is_file() and "epoch 1 batch 3" in progress.read_text()):
             assert proc.poll() is None, proc.stderr.read()[-4000:] if proc.stderr else ""
             time.sleep(0.05)
-        else:
-            pytest.fail("the run never reached epoch 1 batch 3")
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:

@@ -11,6 +11,7 @@ from medllama_fusion.models.fusion import (
 )
 from medllama_fusion.models.heads import ClassificationHead
 from medllama_fusion.models.layers import CrossAttentionBlock, CrossAttentionLayer, LlamaBlockStack
+from medllama_fusion.models.parameter_report import format_parameter_report
 from medllama_fusion.models.vision import VisionConfig, VisionEncoder
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "SerialFusion",
     "VisionConfig",
     "VisionEncoder",
+    "format_parameter_report",
 ]

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.modules.module import _IncompatibleKeys
@@ -40,6 +41,7 @@ from ..metrics import (
     format_markdown_table,
 )
 from ..models import FusionModel
+from ..models.parameter_report import format_parameter_report
 from .schedules import warmup_cosine_schedule
 
 __all__ = ["FusionClassifier"]
@@ -479,7 +481,13 @@ class FusionClassifier(LightningModule):
         self.val_auroc.reset()
 
     def on_fit_end(self) -> None:
-        """Print the per-class table of the last validation (no intervals) on rank 0."""
+        """Print the per-class table of the last validation on rank 0, naming what it describes.
+
+        The table is of the weights at the end of training, labelled with their epoch (counted
+        from 0, as in checkpoint names) and the ``last`` checkpoint that holds them when a
+        ``ModelCheckpoint`` saves one; the best checkpoint by the monitored metric follows with
+        its path and score, since ``test``/``predict`` evaluate whichever ``--ckpt_path`` names.
+        """
         last = getattr(self, "_last_val", None)
         if last is None or not self.trainer.is_global_zero:
             return
@@ -488,11 +496,28 @@ class FusionClassifier(LightningModule):
         report = auroc_report(
             preds, target, self.label_names, per_class=per_class, num_resamples=0, min_positives=1
         )
-        print(
-            f"\nFinal validation AUROC ({len(target)} examples, after epoch "
-            f"{self._last_val_epoch + 1}):\n{format_markdown_table(report)}\n",
-            flush=True,
-        )
+        checkpoints = [
+            c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)
+        ]
+        where = f"epoch={self._last_val_epoch}, the last validated epoch"
+        last_paths = [c.last_model_path for c in checkpoints if c.last_model_path]
+        if last_paths:
+            where += f"; checkpoint {last_paths[0]}"
+        lines = [
+            f"\nValidation AUROC at the end of training ({where}; {len(target)} examples):",
+            format_markdown_table(report),
+        ]
+        for callback in checkpoints:
+            if (
+                callback.monitor
+                and callback.best_model_path
+                and callback.best_model_score is not None
+            ):
+                lines.append(
+                    f"Best checkpoint by {callback.monitor} "
+                    f"({float(callback.best_model_score):.4f}): {callback.best_model_path}"
+                )
+        print("\n".join(lines) + "\n", flush=True)
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics, then build, print and save the table with bootstrap intervals.
@@ -623,7 +648,7 @@ class FusionClassifier(LightningModule):
         return _IncompatibleKeys([], [])
 
     def on_fit_start(self) -> None:
-        """Log the trainable-parameter report of the fusion model once."""
+        """Log the trainable parameters of the fusion model once, as a table per group."""
         report = getattr(self.fusion, "trainable_parameter_report", None)
         if callable(report) and self.trainer.is_global_zero:
-            rank_zero_info(f"trainable parameters: {report()}")
+            rank_zero_info(format_parameter_report(report()))

@@ -1,0 +1,60 @@
+"""Silence third-party notices that say nothing about the user's run.
+
+Each filter names one message of one library, so everything else (including every warning about
+the user's data, model or trainer settings) still shows:
+
+- bitsandbytes logs "Failed to load CPU gemm_4bit_forward from kernels-community" while it is
+  imported, and ``peft`` imports it on its own import even when nothing is quantized;
+- Lightning logs a tip advertising ``litlogger`` whenever a trainer configures its loggers;
+- Lightning's ``utilities/_pytree.py`` triggers torch's ``LeafSpec`` FutureWarning on every
+  batch transfer (an internal of Lightning, nothing a user can change);
+- ``python -m medllama_fusion.<package>.<module>`` makes :mod:`runpy` warn that the module was
+  already imported by its package's ``__init__`` before it runs as ``__main__``; our command
+  modules only define functions and run ``main()``, so running them twice that way is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+__all__ = ["install_filters"]
+
+_BNB_LOGGER = "bitsandbytes.backends.cpu.ops"
+_BNB_KERNEL_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+_LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+_LITLOGGER_TIP = "try installing [litlogger]"
+_LEAFSPEC_MESSAGE = r".*isinstance\(treespec, LeafSpec\).*"
+_RUNPY_MESSAGE = r"'medllama_fusion\.[\w.]+' found in sys\.modules after import of package"
+
+
+class _DropMessages(logging.Filter):
+    """A logging filter that drops records whose message contains one of the given texts."""
+
+    def __init__(self, *texts: str) -> None:
+        super().__init__()
+        self.texts = texts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return False (drop) for a record whose message contains one of ``texts``."""
+        message = record.getMessage()
+        return not any(text in message for text in self.texts)
+
+
+_INSTALLED = False
+
+
+def install_filters() -> None:
+    """Install the logging and warning filters once (``import medllama_fusion`` does)."""
+    global _INSTALLED
+    if _INSTALLED:
+        return
+    _INSTALLED = True
+    logging.getLogger(_BNB_LOGGER).addFilter(_DropMessages(_BNB_KERNEL_NOTICE))
+    for name in _LIGHTNING_LOGGERS:
+        logging.getLogger(name).addFilter(_DropMessages(_LITLOGGER_TIP))
+    warnings.filterwarnings("ignore", message=_LEAFSPEC_MESSAGE, category=FutureWarning)
+    warnings.filterwarnings("ignore", message=_RUNPY_MESSAGE, category=RuntimeWarning)
