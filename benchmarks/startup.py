@@ -24,6 +24,7 @@ from typing import Any
 REFERENCE = ("import lightning", [sys.executable, "-c", "import lightning"])
 COMMANDS = {
     "medllama-fusion --help": [sys.executable, "-m", "medllama_fusion", "--help"],
+    "medllama-fusion fit --help": [sys.executable, "-m", "medllama_fusion", "fit", "--help"],
     "python -m medllama_fusion.configs": [sys.executable, "-m", "medllama_fusion.configs"],
     "import medllama_fusion": [sys.executable, "-c", "import medllama_fusion"],
 }

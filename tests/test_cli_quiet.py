@@ -52,15 +52,20 @@ def _without_importtime(stderr: str) -> str:
 
 
 def test_help_is_quiet_and_skips_the_model_stack() -> None:
-    """``medllama-fusion --help``: no warnings (none about argv either), no model libraries."""
+    """``medllama-fusion --help`` lists every subcommand and preset without torch or Lightning;
+    ``fit --help`` (LightningCLI) prints no warning either."""
     result = _run("-X", "importtime", "-m", "medllama_fusion", "--help")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "{fit,validate,test,predict" in result.stdout
+    for name in ("{fit,validate,test,predict,explain,export}", "paper/parallel_r2", "quickstart"):
+        assert name in result.stdout
     assert _without_importtime(result.stderr).strip() == ""
-    # torch, lightning (and what torchmetrics pulls in) are needed to build the parser; the
-    # fusion models, peft and bitsandbytes only once a subcommand runs.
-    heavy = {"peft", "bitsandbytes", "medllama_fusion.models", "medllama_fusion.datasets"}
-    assert not heavy & _imported(result.stderr)
+    assert not {"torch", "lightning", "peft", "bitsandbytes"} & _imported(result.stderr)
+    bare = _run("-m", "medllama_fusion")
+    assert bare.returncode == 2 and "choose a subcommand" in bare.stderr
+    fit_help = _run("-m", "medllama_fusion", "fit", "--help")
+    assert fit_help.returncode == 0, fit_help.stderr[-3000:]
+    assert "--config" in fit_help.stdout and "--trainer" in fit_help.stdout
+    assert _warning_lines(fit_help.stderr) == []
 
 
 def test_preset_listing_does_not_import_torch() -> None:

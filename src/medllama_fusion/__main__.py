@@ -1,6 +1,6 @@
 """``python -m medllama_fusion`` runs the command-line interface."""
 
-from .main import main
+from .console import main
 
 __all__ = ["main"]
 
