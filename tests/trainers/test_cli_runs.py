@@ -17,6 +17,7 @@ from medllama_fusion.main import DEBUG_ENV
 from medllama_fusion.main import cli_main as main
 from medllama_fusion.main import main as run_cli
 from medllama_fusion.trainers import FusionClassifier
+from tests.datasets.monai_fixture import LABEL_COLUMNS as MONAI_LABELS
 
 from .conftest import CONF, cli_args
 
@@ -298,22 +299,6 @@ def test_pos_weight_auto_is_negatives_over_positives(
     assert not torch.allclose(cli.model.pos_weight, torch.ones(14))
 
 
-MONAI_LABELS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged-Cardiomediastinum",
-    "Fracture",
-    "Lung-Lesion",
-    "Lung-Opacity",
-    "No-Finding",
-    "Pleural-Effusion",
-    "Pleural_Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support-Devices",
-]
 
 
 @pytest.fixture
