@@ -87,6 +87,11 @@ def test_report_in_two_split_files_is_a_leak(tmp_path: Path) -> None:
     assert str(root / "train.csv") in message and str(root / "test.csv") in message
     assert f"id {train[2][0]}" in message and row[0] in message
     assert isinstance(info.value, InputError)
+    assert "split_leak: warn" in message
+    dm = make_dm(root, split_leak="warn")  # a published split is used as it is, loudly
+    with pytest.warns(UserWarning, match="the same samples are in two splits"):
+        dm.setup()
+    assert train[2][0] in {s.id for s in dm.samples["test"]}
 
 
 def test_split_file_without_usable_rows_is_an_error(tmp_path: Path) -> None:

@@ -171,6 +171,9 @@ class FusionDataModule(pl.LightningDataModule):
             shuffles groups only.
         min_split_positives: Warn about classes with fewer positives than this in the
             validation or test split.
+        split_leak: The same image id or report in two split files (or split-column values):
+            ``"error"`` (default) stops at setup naming both files and the ids; ``"warn"``
+            reports it and uses the files as they are (e.g. to reproduce a published split).
     """
 
     def __init__(
@@ -202,6 +205,7 @@ class FusionDataModule(pl.LightningDataModule):
         missing_modality: str = "keep",
         stratify: bool = True,
         min_split_positives: int = 5,
+        split_leak: str = "error",
     ) -> None:
         super().__init__()
         if max_length < 1:
@@ -242,6 +246,9 @@ class FusionDataModule(pl.LightningDataModule):
         self.missing_modality = check_missing_modality_policy(missing_modality)
         self.stratify = stratify
         self.min_split_positives = min_split_positives
+        if split_leak not in ("error", "warn"):
+            raise InputError(f"split_leak must be 'error' or 'warn'; got {split_leak!r}.")
+        self.split_leak = split_leak
         self.summary: dict[str, list[DataProblem]] = {}
         self.problems: list[DataProblem] = []
         self.samples: dict[str, list[FusionSample]] = {}
@@ -428,7 +435,7 @@ class FusionDataModule(pl.LightningDataModule):
             )
 
     def _check_leaks(self, loaded: LoadedSamples) -> None:
-        """Raise when the same id or report group is in two fixed splits."""
+        """Raise (or warn, with ``split_leak="warn"``) when an id or report is in two splits."""
         if loaded.splits is None:
             return
         groups = {sample.id: sample.group_key for sample in loaded.samples}
@@ -460,7 +467,16 @@ class FusionDataModule(pl.LightningDataModule):
                 f", ... ({len(items) - 10} more)" if len(items) > 10 else ""
             )
             lines.append(f"  {first_file} and {second_file}: {len(items)}: {shown}")
-        lines.append("Keep every image id and every report in exactly one split file.")
+        if self.split_leak == "warn":
+            lines.append("split_leak='warn': the splits are used as they are.")
+            message = "\n".join(lines)
+            logger.warning(message)
+            rank_zero_warn(message)
+            return
+        lines.append(
+            "Keep every image id and every report in exactly one split file, or pass "
+            "split_leak: warn to use the files as they are (e.g. a published split)."
+        )
         raise SplitLeakError("\n".join(lines))
 
     def prepare_texts(self, samples: Sequence[FusionSample]) -> list[str]:
