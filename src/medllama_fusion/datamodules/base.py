@@ -79,7 +79,12 @@ from medllama_fusion.datasets.fusion_dataset import (
 )
 from medllama_fusion.datasets.images import build_image_transform, verify_image
 from medllama_fusion.datasets.labels import normalize_label_name
-from medllama_fusion.datasets.text import load_tokenizer, mask_label_words, tokenize_reports
+from medllama_fusion.datasets.text import (
+    MASK_MODES,
+    load_tokenizer,
+    mask_label_words,
+    tokenize_reports,
+)
 from medllama_fusion.datasets.validation import (
     CORRUPT_IMAGE,
     EMPTY_REPORT,
@@ -105,8 +110,13 @@ FATAL_KINDS: tuple[str, ...] = (MISSING_LABEL_COLUMN,)
 """Problem kinds that raise even under ``bad_input="skip"`` (no sample can be dropped)."""
 
 
-def _mask_generic_label_words(text: str, label_names: Sequence[str]) -> str:
-    """Mask label words: the OpenI synonym table for OpenI labels, the literal name otherwise."""
+def _mask_generic_label_words(text: str, label_names: Sequence[str], mode: str = "words") -> str:
+    """Mask label evidence: the OpenI synonym table for OpenI labels, the literal name otherwise.
+
+    ``mode="words"`` deletes the words; ``mode="sentence"`` deletes whole sentences that contain
+    them (OpenI labels: their synonyms and cue words, see
+    :func:`~medllama_fusion.datasets.text.mask_label_words`).
+    """
     openi: list[str] = []
     literal: list[str] = []
     for name in label_names:
@@ -115,10 +125,16 @@ def _mask_generic_label_words(text: str, label_names: Sequence[str]) -> str:
         except ValueError:
             literal.append(name)
     if openi:
-        text = mask_label_words(text, openi)
+        text = mask_label_words(text, openi, mode=mode)
     for name in literal:
         words = r"\s+".join(re.escape(word) for word in re.split(r"[\s_\-]+", name) if word)
-        if words:
+        if not words:
+            continue
+        if mode == "sentence":
+            sentences = re.split(r"(?<=[.!?])\s+", text)
+            pattern = re.compile(rf"\b{words}\b", flags=re.IGNORECASE)
+            text = " ".join(s for s in sentences if not pattern.search(s))
+        else:
             text = " ".join(re.sub(rf"\b{words}\b", "", text, flags=re.IGNORECASE).split())
     return text
 
@@ -144,7 +160,11 @@ class FusionDataModule(pl.LightningDataModule):
         persistent_workers: Keep workers between epochs; ``None`` = ``num_workers > 0``.
         prefetch_factor: Batches prefetched per worker (only used with workers).
         pad_to_max_length: Pad every batch to ``max_length`` instead of the longest report.
-        mask_label_words: Remove label names/synonyms from reports (text-leakage ablation).
+        mask_label_words: Remove label evidence from reports (text-leakage ablation), as
+            ``mask_mode`` says.
+        mask_mode: What ``mask_label_words`` removes: ``"words"`` (default: label names and
+            synonyms only; cue words such as "enlarged" stay, a weak control) or ``"sentence"``
+            (whole sentences naming a label, its synonyms or cue words).
         bad_input: ``"error"`` (default: one exception listing every problem found) or
             ``"skip"`` (warn, leave the affected samples out), see
             :mod:`medllama_fusion.datasets.validation`.
@@ -190,6 +210,7 @@ class FusionDataModule(pl.LightningDataModule):
         prefetch_factor: int | None = 2,
         pad_to_max_length: bool = False,
         mask_label_words: bool = False,
+        mask_mode: str = "words",
         bad_input: str = "error",
         split_sizes: Sequence[float] | Sequence[int] = PAPER_SPLIT_FRACTIONS,
         split_seed: int = 0,
@@ -229,6 +250,9 @@ class FusionDataModule(pl.LightningDataModule):
         self.prefetch_factor = prefetch_factor if num_workers > 0 else None
         self.pad_to_max_length = pad_to_max_length
         self.mask_label_words = mask_label_words
+        if mask_mode not in MASK_MODES:
+            raise InputError(f"mask_mode must be one of {list(MASK_MODES)}; got {mask_mode!r}.")
+        self.mask_mode = mask_mode
         self.bad_input = check_bad_input_policy(bad_input)
         self.split_sizes = split_sizes
         self.split_seed = split_seed
@@ -490,7 +514,10 @@ class FusionDataModule(pl.LightningDataModule):
         """
         if not self.mask_label_words:
             return [sample.text for sample in samples]
-        return [_mask_generic_label_words(sample.text, self.label_names) for sample in samples]
+        return [
+            _mask_generic_label_words(sample.text, self.label_names, self.mask_mode)
+            for sample in samples
+        ]
 
     def tokenize(self, samples: Sequence[FusionSample]) -> list[list[int]]:
         """Tokenize the reports of ``samples`` once (cached) and strip the padding.
