@@ -34,7 +34,12 @@ _EXPORTS: dict[str, str] = {
     "CSVDataModule": "medllama_fusion.datamodules",
     "FusionDataModule": "medllama_fusion.datamodules",
     "OpenIDataModule": "medllama_fusion.datamodules",
+    "CSVDataset": "medllama_fusion.datasets",
     "DataProblemError": "medllama_fusion.datasets",
+    "OpenIDataset": "medllama_fusion.datasets",
+    "InputError": "medllama_fusion.errors",
+    "OperatingPoints": "medllama_fusion.operating_points",
+    "FusionPipeline": "medllama_fusion.pipeline",
     "OPENI_LABELS": "medllama_fusion.datasets",
     "download_openi": "medllama_fusion.datasets",
     "labels_from_mesh": "medllama_fusion.datasets",
@@ -71,9 +76,13 @@ _SUBMODULES = frozenset(
         "datamodules",
         "datasets",
         "errors",
+        "explain",
+        "export",
         "main",
         "metrics",
         "models",
+        "operating_points",
+        "pipeline",
         "trainers",
         "tuners",
     }
@@ -85,7 +94,9 @@ if TYPE_CHECKING:
     from medllama_fusion.datamodules import CSVDataModule, FusionDataModule, OpenIDataModule
     from medllama_fusion.datasets import (
         OPENI_LABELS,
+        CSVDataset,
         DataProblemError,
+        OpenIDataset,
         download_openi,
         labels_from_mesh,
         load_openi_reports,
@@ -93,6 +104,7 @@ if TYPE_CHECKING:
         make_demo_dataset,
         mask_label_words,
     )
+    from medllama_fusion.errors import InputError
     from medllama_fusion.metrics import DefinedMultilabelAUROC, auroc_report, bootstrap_auroc
     from medllama_fusion.models import (
         BackboneConfig,
@@ -111,6 +123,8 @@ if TYPE_CHECKING:
         VisionEncoder,
         format_parameter_report,
     )
+    from medllama_fusion.operating_points import OperatingPoints
+    from medllama_fusion.pipeline import FusionPipeline
     from medllama_fusion.trainers import FusionClassifier
     from medllama_fusion.tuners.lora import LoraSettings
 
@@ -118,6 +132,7 @@ __all__ = [
     "OPENI_LABELS",
     "BackboneConfig",
     "CSVDataModule",
+    "CSVDataset",
     "ClassificationHead",
     "CrossAttentionBlock",
     "CrossAttentionLayer",
@@ -129,11 +144,15 @@ __all__ = [
     "FusionDataModule",
     "FusionModel",
     "FusionOutput",
+    "FusionPipeline",
+    "InputError",
     "LlamaBackbone",
     "LlamaBlockStack",
     "LoraSettings",
     "MixedFusion",
     "OpenIDataModule",
+    "OpenIDataset",
+    "OperatingPoints",
     "ParallelFusion",
     "PredictionCSVWriter",
     "SerialFusion",
