@@ -7,6 +7,7 @@ answered here from the standard library in a fraction of a second; everything el
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -57,7 +58,12 @@ def main(args: Sequence[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv in (["-h"], ["--help"]):
-        print(top_level_help(), file=sys.stdout if argv else sys.stderr, flush=True)
+        try:
+            print(top_level_help(), file=sys.stdout if argv else sys.stderr, flush=True)
+        except BrokenPipeError:  # e.g. `medllama-fusion --help | head`: the reader left early
+            # As the Python docs advise: point stdout at devnull so the exit flush is silent.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
         if not argv:
             print(f"{PROG}: error: choose a subcommand", file=sys.stderr, flush=True)
             sys.exit(2)
