@@ -162,8 +162,14 @@ def _count_flops(step: Callable[[], None]) -> float:
 
 
 def _summarise(
-    name: str, blocks: int, times: list[float], batch: int, flops: float, peak_tflops: float,
-    trainable: int, notes: str = "",
+    name: str,
+    blocks: int,
+    times: list[float],
+    batch: int,
+    flops: float,
+    peak_tflops: float,
+    trainable: int,
+    notes: str = "",
 ) -> Result:
     med = statistics.median(times)
     return Result(
@@ -188,15 +194,20 @@ def count_blocks(fusion: FusionModel, hidden: int, intermediate: int) -> int:
     per_block = 4 * hidden * hidden + 3 * hidden * intermediate
     weights = 0
     for name, module in fusion.named_modules():
-        if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                          "down_proj")) and hasattr(module, "in_features"):
+        if name.endswith(
+            ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+        ) and hasattr(module, "in_features"):
             weights += module.in_features * module.out_features
     return round(weights / per_block)
 
 
 def build_fusion(
-    variant: str, dims: dict[str, Any], args: argparse.Namespace, num_text_layers: int,
-    quantization: str | None = None, gradient_checkpointing: bool = False,
+    variant: str,
+    dims: dict[str, Any],
+    args: argparse.Namespace,
+    num_text_layers: int,
+    quantization: str | None = None,
+    gradient_checkpointing: bool = False,
 ) -> FusionModel:
     """A fusion model at the requested dimensions, random (seeded) backbone."""
     config = dict(dims, num_hidden_layers=args.backbone_layers)
@@ -212,21 +223,32 @@ def build_fusion(
         vision=VisionConfig(
             image_size=args.image_size, patch_size=args.patch_size, num_layers=args.vision_layers
         ),
-        lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0,
-                          target_modules=list(args.lora_targets)),
+        lora=LoraSettings(
+            r=args.lora_r,
+            alpha=2 * args.lora_r,
+            dropout=0.0,
+            target_modules=list(args.lora_targets),
+        ),
         num_labels=14,
         num_cross_layers=args.cross_layers,
     )
 
 
 def bench_library(
-    name: str, fusion: FusionModel, args: argparse.Namespace, dims: dict[str, Any], blocks: int,
+    name: str,
+    fusion: FusionModel,
+    args: argparse.Namespace,
+    dims: dict[str, Any],
+    blocks: int,
 ) -> Result:
     """Time ``FusionClassifier.training_step`` under a Lightning Trainer."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = SyntheticBatches(
-        args.batch_size * (args.warmup + args.steps + 1), args.text_len, args.image_size,
-        dims["vocab_size"], 14,
+        args.batch_size * (args.warmup + args.steps + 1),
+        args.text_len,
+        args.image_size,
+        dims["vocab_size"],
+        14,
     )
     batch = next(iter(DataLoader(data, batch_size=args.batch_size)))
     fusion.to(device)
@@ -241,20 +263,39 @@ def bench_library(
     trainable = sum(p.numel() for p in fusion.parameters() if p.requires_grad)
     module = FusionClassifier(fusion=fusion, compile=args.compile)
     loader = DataLoader(
-        data, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-        pin_memory=torch.cuda.is_available(), persistent_workers=args.workers > 0, drop_last=True,
+        data,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=args.workers > 0,
+        drop_last=True,
     )
     timer = StepTimer()
     trainer = pl.Trainer(
-        accelerator="auto", devices=1, precision=args.precision,
-        max_steps=args.warmup + args.steps, limit_val_batches=0, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer],
+        accelerator="auto",
+        devices=1,
+        precision=args.precision,
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
     )
     _reset_mem()
     trainer.fit(module, train_dataloaders=loader)
-    return _summarise(name, blocks, timer.times[args.warmup:], args.batch_size, flops,
-                      args.peak_tflops, trainable)
+    return _summarise(
+        name,
+        blocks,
+        timer.times[args.warmup :],
+        args.batch_size,
+        flops,
+        args.peak_tflops,
+        trainable,
+    )
 
 
 def bench_reference(args: argparse.Namespace, dims: dict[str, Any], blocks: int) -> Result:
@@ -270,8 +311,12 @@ def bench_reference(args: argparse.Namespace, dims: dict[str, Any], blocks: int)
         model = LlamaModel(config).to(getattr(torch, args.base_dtype))
     model.requires_grad_(False)
     model = inject_adapter_in_model(
-        LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
-                   target_modules=list(args.lora_targets)),
+        LoraConfig(
+            r=args.lora_r,
+            lora_alpha=2 * args.lora_r,
+            lora_dropout=0.0,
+            target_modules=list(args.lora_targets),
+        ),
         model,
     )
     for n, p in model.named_parameters():
@@ -306,8 +351,13 @@ def bench_reference(args: argparse.Namespace, dims: dict[str, Any], blocks: int)
         times.append(time.perf_counter() - t0)
     trainable = sum(p.numel() for p in params)
     result = _summarise(
-        f"bare LlamaModel x{blocks}" + (" (compiled)" if args.compile else ""), blocks,
-        times[args.warmup:], args.batch_size, flops, args.peak_tflops, trainable,
+        f"bare LlamaModel x{blocks}" + (" (compiled)" if args.compile else ""),
+        blocks,
+        times[args.warmup :],
+        args.batch_size,
+        flops,
+        args.peak_tflops,
+        trainable,
         notes=f"{seq} tokens",
     )
     return result
@@ -326,7 +376,8 @@ def _table(rows: list[Result]) -> Iterator[str]:
         epoch = PAPER_TRAIN_SAMPLES / r.samples_per_s
         ratio = (
             f"{r.samples_per_s / bare[r.blocks]:.2f}x"
-            if r.blocks in bare and not r.name.startswith("bare") else "-"
+            if r.blocks in bare and not r.name.startswith("bare")
+            else "-"
         )
         yield (
             f"| {r.name:<36} | {r.blocks:>6} | {r.samples_per_s:>9.1f} | {ratio:>7} |"
@@ -339,8 +390,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and print/write the results."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
-                   default=["parallel", "serial", "mixed"])
+    p.add_argument(
+        "--variants", nargs="+", choices=sorted(VARIANTS), default=["parallel", "serial", "mixed"]
+    )
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--text-len", type=int, default=196)
     p.add_argument("--image-size", type=int, default=224)
@@ -348,23 +400,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--text-layers", type=int, default=3)
     p.add_argument("--vision-layers", type=int, default=3)
     p.add_argument("--cross-layers", type=int, default=3)
-    p.add_argument("--backbone-layers", type=int, default=32,
-                   help="decoder layers in the random backbone config (LLaMA-2-7B: 32)")
+    p.add_argument(
+        "--backbone-layers",
+        type=int,
+        default=32,
+        help="decoder layers in the random backbone config (LLaMA-2-7B: 32)",
+    )
     p.add_argument("--lora-r", type=int, default=4)
     p.add_argument("--lora-targets", nargs="+", default=["q_proj", "v_proj"])
-    p.add_argument("--init-device", default="cpu",
-                   help="device the random backbone is initialised on ('cuda': seconds at 7B)")
+    p.add_argument(
+        "--init-device",
+        default="cpu",
+        help="device the random backbone is initialised on ('cuda': seconds at 7B)",
+    )
     p.add_argument("--base-dtype", default="bfloat16", choices=["float32", "bfloat16"])
     p.add_argument("--precision", default="bf16-mixed")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--peak-tflops", type=float, default=989.4,
-                   help="dense bf16 peak for MFU (H100/H200 SXM datasheet: 989.4)")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=989.4,
+        help="dense bf16 peak for MFU (H100/H200 SXM datasheet: 989.4)",
+    )
     p.add_argument("--no-reference", action="store_true")
-    p.add_argument("--qlora", action="store_true",
-                   help="also run the 4-bit + gradient-checkpointing memory run")
+    p.add_argument(
+        "--qlora",
+        action="store_true",
+        help="also run the 4-bit + gradient-checkpointing memory run",
+    )
     p.add_argument("--qlora-only", action="store_true")
     p.add_argument("--qlora-blocks", type=int, default=32)
     p.add_argument("--json", default=None, help="write the results here")
@@ -380,10 +446,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.manual_seed(0)
             fusion = build_fusion(variant, dims, args, args.text_layers)
             blocks = count_blocks(fusion, dims["hidden_size"], dims["intermediate_size"])
-            rows.append(bench_library(
-                f"{variant} (library{', compiled' if args.compile else ''})", fusion, args, dims,
-                blocks,
-            ))
+            rows.append(
+                bench_library(
+                    f"{variant} (library{', compiled' if args.compile else ''})",
+                    fusion,
+                    args,
+                    dims,
+                    blocks,
+                )
+            )
             print(rows[-1].name, f"{rows[-1].samples_per_s:.1f} samples/s", flush=True)
             del fusion
             _reset_mem()
@@ -402,12 +473,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         other = count_blocks(probe, 64, 128) - args.text_layers
         del probe
         text_layers = args.qlora_blocks - other
-        fusion = build_fusion("serial", dims, args, text_layers, quantization="4bit",
-                              gradient_checkpointing=True)
+        fusion = build_fusion(
+            "serial", dims, args, text_layers, quantization="4bit", gradient_checkpointing=True
+        )
         blocks = count_blocks(fusion, dims["hidden_size"], dims["intermediate_size"])
-        rows.append(bench_library(
-            f"serial QLoRA-4bit+ckpt ({text_layers} text)", fusion, args, dims, blocks,
-        ))
+        rows.append(
+            bench_library(
+                f"serial QLoRA-4bit+ckpt ({text_layers} text)",
+                fusion,
+                args,
+                dims,
+                blocks,
+            )
+        )
         print(rows[-1].name, f"{rows[-1].peak_mem_gib} GiB", flush=True)
 
     print()

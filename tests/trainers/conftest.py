@@ -24,8 +24,11 @@ def tiny_conf() -> Path:
 def cli_args(subcommand: str, conf: Path, root: Path, out: Path, *extra: str) -> list[str]:
     return [
         subcommand,
-        "--config", str(conf),
-        "--data.init_args.root", str(root),
-        "--trainer.default_root_dir", str(out),
+        "--config",
+        str(conf),
+        "--data.init_args.root",
+        str(root),
+        "--trainer.default_root_dir",
+        str(out),
         *extra,
     ]

@@ -299,8 +299,6 @@ def test_pos_weight_auto_is_negatives_over_positives(
     assert not torch.allclose(cli.model.pos_weight, torch.ones(14))
 
 
-
-
 @pytest.fixture
 def broken_monai_root(tmp_path: Path) -> tuple[Path, str]:
     """The MONAI TransCheX layout written by hand (``id`` = image file name, image at

@@ -30,9 +30,19 @@ def _metrics(tmp: Path, devices: str, root: Path) -> dict[str, float]:
     out = tmp / f"dev{devices}"
     out.mkdir()
     result = subprocess.run(
-        [sys.executable, str(HERE / "ddp_script.py"), str(CONF / "tiny.yaml"), str(root),
-         str(out), devices],
-        capture_output=True, text=True, env=ENV, timeout=300, cwd=tmp,
+        [
+            sys.executable,
+            str(HERE / "ddp_script.py"),
+            str(CONF / "tiny.yaml"),
+            str(root),
+            str(out),
+            devices,
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        cwd=tmp,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((out / "metrics.json").read_text())
@@ -51,31 +61,52 @@ def test_ddp_two_cpu_processes_gather_metrics(demo_root: Path, tmp_path: Path) -
 
 
 def _resume_cmd(root: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "medllama_fusion",
-            *cli_args("fit", CONF / "resume.yaml", root, out,
-                      "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-                      "--trainer.logger.save_dir", str(out), *extra)]
+    return [
+        sys.executable,
+        "-m",
+        "medllama_fusion",
+        *cli_args(
+            "fit",
+            CONF / "resume.yaml",
+            root,
+            out,
+            "--trainer.logger",
+            "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir",
+            str(out),
+            *extra,
+        ),
+    ]
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
-                                                           tmp_path: Path) -> None:
+def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path, tmp_path: Path) -> None:
     """SIGKILL in epoch 1 after a mid-epoch last.ckpt, resume with --ckpt_path last: same run."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     full.mkdir()
     killed.mkdir()
-    result = subprocess.run(_resume_cmd(demo_root, full), capture_output=True, text=True,
-                            env=ENV, timeout=300, cwd=full)
+    result = subprocess.run(
+        _resume_cmd(demo_root, full), capture_output=True, text=True, env=ENV, timeout=300, cwd=full
+    )
     assert result.returncode == 0, result.stderr[-4000:]
 
     # The interrupted run reads with 2 worker processes: batches must not depend on that.
     progress, resumed_progress = killed / "progress.txt", killed / "resumed.txt"
     workers = ("--data.init_args.num_workers", "2")
     proc = subprocess.Popen(
-        _resume_cmd(demo_root, killed, *workers,
-                    "--trainer.callbacks+=tests.trainers.helpers.Progress",
-                    f"--trainer.callbacks.path={progress}", "--trainer.callbacks.delay=0.5"),
-        env=ENV, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        _resume_cmd(
+            demo_root,
+            killed,
+            *workers,
+            "--trainer.callbacks+=tests.trainers.helpers.Progress",
+            f"--trainer.callbacks.path={progress}",
+            "--trainer.callbacks.delay=0.5",
+        ),
+        env=ENV,
+        cwd=killed,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:  # steps 2, 4, 6, 8 wrote last.ckpt; step 8 = epoch 1 batch 2 (5 batches per epoch)
         # Wait for the run to get there however long it takes (pytest's timeout bounds it).
@@ -95,13 +126,29 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path,
     snapshot = loader_state["_snapshot"]  # torchdata StatefulDataLoader state, 2 workers
     assert snapshot["_snapshot_step"] == 3
     assert snapshot["_main_snapshot"]["_sampler_iter_state"]["sampler_state"] == {
-        "yielded": 3 * 8, "epoch": 1, "seed": 0, "num_samples": n_train, "num_replicas": 1}
+        "yielded": 3 * 8,
+        "epoch": 1,
+        "seed": 0,
+        "num_samples": n_train,
+        "num_replicas": 1,
+    }
 
     result = subprocess.run(
-        _resume_cmd(demo_root, killed, *workers, "--ckpt_path", "last",
-                    "--trainer.callbacks+=tests.trainers.helpers.Progress",
-                    f"--trainer.callbacks.path={resumed_progress}"),
-        capture_output=True, text=True, env=ENV, timeout=300, cwd=killed)
+        _resume_cmd(
+            demo_root,
+            killed,
+            *workers,
+            "--ckpt_path",
+            "last",
+            "--trainer.callbacks+=tests.trainers.helpers.Progress",
+            f"--trainer.callbacks.path={resumed_progress}",
+        ),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        cwd=killed,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "not resumable" not in result.stderr
     assert resumed_progress.read_text().splitlines()[0] == "epoch 1 batch 3"  # really resumed

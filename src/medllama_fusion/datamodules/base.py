@@ -77,6 +77,7 @@ from medllama_fusion.datasets.fusion_dataset import (
     FusionSample,
     check_modalities,
 )
+from medllama_fusion.datasets.image_cache import ImageCache
 from medllama_fusion.datasets.images import build_image_transform, verify_image
 from medllama_fusion.datasets.labels import normalize_label_name
 from medllama_fusion.datasets.text import (
@@ -194,6 +195,10 @@ class FusionDataModule(pl.LightningDataModule):
         split_leak: The same image id or report in two split files (or split-column values):
             ``"error"`` (default) stops at setup naming both files and the ids; ``"warn"``
             reports it and uses the files as they are (e.g. to reproduce a published split).
+        image_cache_dir: Keep every image, decoded and resized to ``image_size``, in this
+            folder the first time it is read and read it from there afterwards (epoch 2 on, and
+            later runs): see :mod:`~medllama_fusion.datasets.image_cache`. Augmentation still
+            runs every epoch. ``None`` (default) decodes every file every epoch.
     """
 
     def __init__(
@@ -227,6 +232,7 @@ class FusionDataModule(pl.LightningDataModule):
         stratify: bool = True,
         min_split_positives: int = 5,
         split_leak: str = "error",
+        image_cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if max_length < 1:
@@ -273,6 +279,7 @@ class FusionDataModule(pl.LightningDataModule):
         if split_leak not in ("error", "warn"):
             raise InputError(f"split_leak must be 'error' or 'warn'; got {split_leak!r}.")
         self.split_leak = split_leak
+        self.image_cache_dir = image_cache_dir
         self.summary: dict[str, list[DataProblem]] = {}
         self.problems: list[DataProblem] = []
         self.samples: dict[str, list[FusionSample]] = {}
@@ -592,6 +599,7 @@ class FusionDataModule(pl.LightningDataModule):
         else:
             self.samples = split_samples(samples, self.split_sizes, self.split_seed)
         self._check_splits(loaded)
+        cache = ImageCache(self.image_cache_dir) if self.image_cache_dir else None
         for name in SPLIT_NAMES:
             transform = build_image_transform(
                 self.image_size,
@@ -612,6 +620,7 @@ class FusionDataModule(pl.LightningDataModule):
                 ],
                 text_present=[s.has_text for s in split],
                 image_size=(self.image_size, self.image_size),
+                image_cache=cache,
             )
         logger.info(
             "%s: %s samples (train/val/test), modalities %s, %d problem(s)",

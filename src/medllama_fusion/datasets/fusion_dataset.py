@@ -2,8 +2,11 @@
 
 A :class:`FusionSample` is one image + report + label vector, whatever the source layout (raw
 NLM XML, MONAI CSV, generic CSV); either modality may be absent (``image_path=None`` or an empty
-``text``). :class:`FusionDataset` reads the image on access (with the split's transform) and
-returns pre-tokenized ids (tokenization happens once per data module, not per epoch).
+``text``). :class:`FusionDataset` reads the image on access — decoded straight to ``image_size``
+in its own integer type (:func:`~medllama_fusion.datasets.images.read_resized`), or read back
+from an :class:`~medllama_fusion.datasets.image_cache.ImageCache` — converts it to float and
+applies the split's transform (augmentation, normalisation); it returns pre-tokenized ids
+(tokenization happens once per data module, not per epoch).
 ``modalities`` selects what is loaded at all: a text-only dataset never opens an image file, an
 image-only dataset never needs report text. :class:`FusionCollator` builds the batch:
 
@@ -28,7 +31,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from medllama_fusion.datasets.images import load_image
+from medllama_fusion.datasets.image_cache import ImageCache
+from medllama_fusion.datasets.images import read_resized, to_unit_float
 from medllama_fusion.errors import InputError
 
 MODALITIES: tuple[str, ...] = ("text", "image")
@@ -112,11 +116,16 @@ class FusionDataset(Dataset[dict[str, Any]]):
         samples: The samples.
         input_ids: Token ids per sample (same order as ``samples``), unpadded, already truncated;
             ignored (may be empty) when ``"text"`` is not among ``modalities``.
-        transform: Image transform applied to the ``FloatTensor [1, H, W]`` read from disk.
+        transform: Image transform applied to the ``FloatTensor [1, H, W]`` in ``[0, 1]`` read
+            from disk (already resized to ``image_size``).
         modalities: What to load: ``("text", "image")``, ``("text",)`` or ``("image",)``.
         image_present: Per sample, whether its image is usable (default: ``image_path`` is set).
         text_present: Per sample, whether its text is usable (default: non-blank text).
-        image_size: ``(height, width)`` of the zero image given to samples without an image.
+        image_size: ``(height, width)`` images are decoded to (and of the zero image given to
+            samples without an image).
+        image_cache: Keep the resized images on disk and read them from there after the first
+            time (:class:`~medllama_fusion.datasets.image_cache.ImageCache`); ``None``
+            decodes every time.
 
     Raises:
         ValueError: If ``samples`` and ``input_ids`` (or the presence lists) differ in length.
@@ -131,8 +140,10 @@ class FusionDataset(Dataset[dict[str, Any]]):
         image_present: Sequence[bool] | None = None,
         text_present: Sequence[bool] | None = None,
         image_size: tuple[int, int] = (224, 224),
+        image_cache: ImageCache | None = None,
     ) -> None:
         self.modalities = check_modalities(modalities)
+        self.image_cache = image_cache
         self.samples = list(samples)
         if "text" in self.modalities and len(samples) != len(input_ids):
             raise ValueError(
@@ -163,14 +174,27 @@ class FusionDataset(Dataset[dict[str, Any]]):
         """Return the number of samples."""
         return len(self.samples)
 
-    def _image(self, index: int) -> torch.Tensor:
-        """Load the image of sample ``index`` (zeros when it has none)."""
+    def base_image(self, index: int) -> torch.Tensor | None:
+        """Return sample ``index``'s image decoded and resized, before any transform.
+
+        Args:
+            index: Sample position.
+
+        Returns:
+            ``Tensor [1, H, W]`` (``uint8``, ``uint16`` or ``float32``, see
+            :func:`~medllama_fusion.datasets.images.read_resized`), or ``None`` when the sample
+            has no usable image.
+
+        Raises:
+            ImageReadError: If the file cannot be decoded (names the file and the sample).
+        """
         sample = self.samples[index]
         if not self.image_present[index] or sample.image_path is None:
-            height, width = self.image_size
-            return torch.zeros((1, height, width), dtype=torch.float32)
+            return None
         try:
-            return load_image(sample.image_path, self.transform)
+            if self.image_cache is not None:
+                return self.image_cache.read(sample.image_path, self.image_size)
+            return read_resized(sample.image_path, self.image_size)
         except Exception as error:  # any decoder error: name the file and the sample
             raise ImageReadError(
                 f"cannot read image {sample.image_path} of sample {sample.id!r} "
@@ -178,6 +202,25 @@ class FusionDataset(Dataset[dict[str, Any]]):
                 "`verify_images: true` (default) and `bad_input: skip` unreadable images are "
                 "dropped at setup."
             ) from error
+
+    def finish_image(self, image: torch.Tensor | None) -> torch.Tensor:
+        """Turn a :meth:`base_image` result into the model input (float, transform applied).
+
+        Args:
+            image: Output of :meth:`base_image` (``None``: the zero image of a missing one).
+
+        Returns:
+            ``FloatTensor [1, H, W]``.
+        """
+        if image is None:
+            height, width = self.image_size
+            return torch.zeros((1, height, width), dtype=torch.float32)
+        image = to_unit_float(image)
+        return self.transform(image) if self.transform is not None else image
+
+    def _image(self, index: int) -> torch.Tensor:
+        """Load the image of sample ``index`` (zeros when it has none)."""
+        return self.finish_image(self.base_image(index))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Return one item: ``id``, ``index``, ``group_index``, the loaded modalities, labels."""

@@ -1,7 +1,18 @@
 """Reading chest radiographs (PNG 8/16-bit, JPEG, DICOM) and torchvision v2 image transforms.
 
-Every reader returns a 2-D ``float32`` array scaled to ``[0, 1]`` where *bright = dense*
-(bone white, air black), whatever the file format:
+Two ways to read a file:
+
+- :func:`read_resized` (what the data modules use): decode and resize to the training size in
+  one step, in the file's own integer type (``uint8`` for 8-bit files, ``uint16`` for 16-bit
+  ones), and convert to float only afterwards (:func:`to_unit_float`), so a 2048 x 2500 film is
+  never held as a full-size ``float32`` array. Raster files are decoded and resized by Pillow
+  (antialiased bilinear, the same filter as ``torchvision``'s antialiased resize) and a JPEG is
+  decoded at a reduced DCT scale when that still covers the target size. Each file is opened
+  once: the format is chosen by suffix, and an unrecognised file is checked for the DICOM
+  preamble only after Pillow cannot read it.
+- :func:`read_image`: the full-resolution 2-D ``float32`` array in ``[0, 1]``.
+
+Either way *bright = dense* (bone white, air black), whatever the file format:
 
 - PNG/JPEG/TIFF via Pillow; 16-bit PNGs keep their full range (divided by the bit depth's
   maximum, not squashed to 8 bit); colour images are converted to luminance.
@@ -23,14 +34,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic")
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _has_dicom_suffix(path: Path) -> bool:
+    return path.suffix.lower() in DICOM_SUFFIXES
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """Whether the file has the ``DICM`` magic after the 128-byte preamble."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def is_dicom(path: str | Path) -> bool:
     """Tell whether ``path`` is a DICOM file (by suffix, else by the ``DICM`` preamble magic).
+
+    The readers do not call this for every file: they go by suffix and look for the preamble
+    only when Pillow cannot identify a file.
 
     Args:
         path: File path.
@@ -39,14 +70,15 @@ def is_dicom(path: str | Path) -> bool:
         ``True`` for DICOM files.
     """
     path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with path.open("rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
+    return _has_dicom_suffix(path) or _has_dicom_preamble(path)
+
+
+def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` from an int (square) or a pair; raises ``ValueError`` otherwise."""
+    pair = [int(size)] * 2 if isinstance(size, int) else [int(s) for s in size]
+    if len(pair) != 2 or min(pair) <= 0:
+        raise ValueError(f"image_size must be a positive int or (height, width); got {size}.")
+    return pair[0], pair[1]
 
 
 def _scale_to_unit(array: np.ndarray) -> np.ndarray:
@@ -126,11 +158,19 @@ def read_raster(path: str | Path) -> np.ndarray:
     return array
 
 
+def _check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {path} does not exist; check the image path/root.")
+    return path
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read any supported radiograph as a 2-D ``float32`` array in ``[0, 1]``.
+    """Read any supported radiograph as a full-size 2-D ``float32`` array in ``[0, 1]``.
 
     Args:
-        path: PNG (8/16-bit), JPEG, TIFF or DICOM file.
+        path: PNG (8/16-bit), JPEG, TIFF or DICOM file (DICOM is recognised by its suffix or,
+            for a file Pillow cannot identify, by its ``DICM`` preamble).
 
     Returns:
         2-D ``float32`` array in ``[0, 1]``, bright = dense.
@@ -138,10 +178,93 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises:
         FileNotFoundError: If ``path`` does not exist.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {path} does not exist; check the image path/root.")
-    return read_dicom(path) if is_dicom(path) else read_raster(path)
+    path = _check_file(path)
+    if _has_dicom_suffix(path):
+        return read_dicom(path)
+    try:
+        return read_raster(path)
+    except UnidentifiedImageError:
+        if _has_dicom_preamble(path):
+            return read_dicom(path)
+        raise
+
+
+def _resized_raster(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """Decode + resize a raster file with Pillow, keeping its integer type (see the module)."""
+    height, width = size
+    with Image.open(path) as opened:
+        if opened.format == "JPEG":
+            opened.draft("L", (width, height))  # decode at the smallest DCT scale >= the target
+        image: Image.Image = opened
+        if image.mode in _SIXTEEN_BIT_MODES:
+            if image.mode != "I;16":
+                image = image.convert("I")
+            resized = image.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.array(resized).astype(np.uint16)  # "I" holds 16-bit values here
+        elif image.mode == "I":
+            resized = image.resize((width, height), Image.Resampling.BILINEAR)
+            raw = np.array(resized, dtype=np.int64)
+            high = 65535 if raw.max() > 255 else 255
+            array = np.clip(raw, 0, high).astype(np.uint16 if high > 255 else np.uint8)
+        elif image.mode == "F":
+            resized = image.resize((width, height), Image.Resampling.BILINEAR)
+            array = _scale_to_unit(np.array(resized, dtype=np.float32))
+        else:
+            gray = image if image.mode == "L" else image.convert("L")
+            resized = (
+                gray
+                if gray.size == (width, height)
+                else gray.resize((width, height), Image.Resampling.BILINEAR)
+            )
+            array = np.array(resized, dtype=np.uint8)  # a writable copy
+    return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(0)
+
+
+def read_resized(path: str | Path, size: int | Sequence[int]) -> torch.Tensor:
+    """Decode an image file straight to its resized ``[1, h, w]`` tensor, before any float.
+
+    8-bit files give ``uint8``, 16-bit files ``uint16`` and DICOM / floating-point files
+    ``float32`` in ``[0, 1]``; :func:`to_unit_float` turns any of them into ``[0, 1]`` floats.
+    The aspect ratio is not kept (the image is stretched to ``size``, as in training).
+
+    Args:
+        path: PNG (8/16-bit), JPEG, TIFF or DICOM file.
+        size: Output size, an int (square) or ``(height, width)``.
+
+    Returns:
+        ``Tensor [1, h, w]`` of dtype ``uint8``, ``uint16`` or ``float32``.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If ``size`` is not positive.
+    """
+    target = _size_pair(size)
+    path = _check_file(path)
+    if not _has_dicom_suffix(path):
+        try:
+            return _resized_raster(path, target)
+        except UnidentifiedImageError:
+            if not _has_dicom_preamble(path):
+                raise
+    pixels = torch.from_numpy(np.ascontiguousarray(read_dicom(path))).unsqueeze(0)
+    return F.resize(pixels, list(target), antialias=True)
+
+
+def to_unit_float(image: torch.Tensor) -> torch.Tensor:
+    """Convert a ``uint8`` / ``uint16`` / float image tensor to ``float32`` in ``[0, 1]``.
+
+    Args:
+        image: Tensor from :func:`read_resized` (integers are divided by their type's maximum;
+            floats are returned as ``float32`` unchanged).
+
+    Returns:
+        ``float32`` tensor of the same shape.
+    """
+    if image.dtype == torch.uint8:
+        return image.to(torch.float32).div_(255.0)
+    if image.dtype == torch.uint16:
+        return image.to(torch.float32).div_(65535.0)
+    return image.to(torch.float32)
 
 
 def verify_image(path: str | Path) -> str | None:
@@ -160,15 +283,19 @@ def verify_image(path: str | Path) -> str | None:
     if not path.is_file():
         return "file not found"
     try:
-        if is_dicom(path):
-            import pydicom
+        if not _has_dicom_suffix(path):
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+                return None
+            except UnidentifiedImageError:
+                if not _has_dicom_preamble(path):
+                    raise
+        import pydicom
 
-            dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
-            if "Rows" not in dataset or "Columns" not in dataset:
-                return "DICOM header has no image size (Rows/Columns); not an image"
-        else:
-            with Image.open(path) as image:
-                image.verify()
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+        if "Rows" not in dataset or "Columns" not in dataset:
+            return "DICOM header has no image size (Rows/Columns); not an image"
     except Exception as error:  # any decoder error means "corrupt" for our purposes
         return f"unreadable image ({type(error).__name__}: {error})"
     return None
@@ -187,11 +314,13 @@ def build_image_transform(
     contrast: float = 0.1,
     horizontal_flip: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Build the torchvision v2 pipeline from a ``[1, H, W]`` float image in ``[0, 1]``.
+    """Build the torchvision v2 pipeline from a ``[1, H, W]`` image (``uint8``/``uint16``/float).
 
-    Resize (bilinear, antialiased) to ``image_size`` → (train only, if ``augment``) small random
-    affine (rotation/translation/scale) and brightness/contrast jitter → optional horizontal flip
-    (off by default, see the module docstring) → normalise with ``(x - mean) / std``.
+    Convert to ``float32`` in ``[0, 1]`` → resize (bilinear, antialiased; nothing to do for an
+    image :func:`read_resized` already brought to ``image_size``) → (train only, if
+    ``augment``) small random affine (rotation/translation/scale) and brightness/contrast jitter
+    → optional horizontal flip (off by default, see the module docstring) → normalise with
+    ``(x - mean) / std``.
 
     Args:
         image_size: Output size, an int (square) or ``(height, width)``. The paper uses 224/256.
@@ -212,12 +341,10 @@ def build_image_transform(
     Raises:
         ValueError: If ``image_size`` or ``std`` is not positive.
     """
-    size = [int(image_size)] * 2 if isinstance(image_size, int) else [int(s) for s in image_size]
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"image_size must be a positive int or (height, width); got {image_size}.")
+    size = list(_size_pair(image_size))
     if std <= 0:
         raise ValueError(f"std must be positive; got {std}.")
-    steps: list[Callable[..., torch.Tensor]] = [v2.Resize(size, antialias=True)]
+    steps: list[Callable[..., torch.Tensor]] = [to_unit_float, v2.Resize(size, antialias=True)]
     if train and augment:
         steps.append(
             v2.RandomAffine(degrees=rotation_degrees, translate=(translate, translate), scale=scale)
@@ -225,24 +352,30 @@ def build_image_transform(
         steps.append(v2.ColorJitter(brightness=brightness, contrast=contrast))
         if horizontal_flip:
             steps.append(v2.RandomHorizontalFlip(p=0.5))
-    steps.append(v2.ToDtype(torch.float32, scale=False))
     steps.append(v2.Normalize(mean=[mean], std=[std]))
     return v2.Compose(steps)
 
 
 def load_image(
-    path: str | Path, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    path: str | Path,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    size: int | Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Read an image file into a ``FloatTensor [1, H, W]`` and apply ``transform``.
 
     Args:
         path: Image path (any format :func:`read_image` supports).
         transform: Optional transform, e.g. from :func:`build_image_transform`.
+        size: Decode straight to this size (:func:`read_resized`; faster for large files);
+            ``None`` reads the full-size image.
 
     Returns:
-        ``FloatTensor [1, H, W]``.
+        ``FloatTensor [1, H, W]`` in ``[0, 1]`` before ``transform``.
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(read_image(path))).unsqueeze(0)
+    if size is None:
+        tensor = torch.from_numpy(np.ascontiguousarray(read_image(path))).unsqueeze(0)
+    else:
+        tensor = to_unit_float(read_resized(path, size))
     return transform(tensor) if transform is not None else tensor
 
 
@@ -254,5 +387,7 @@ __all__ = [
     "read_dicom",
     "read_image",
     "read_raster",
+    "read_resized",
+    "to_unit_float",
     "verify_image",
 ]
