@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.fabric.loggers.tensorboard import (
     _TENSORBOARD_AVAILABLE,
@@ -31,12 +31,14 @@ from lightning.fabric.loggers.tensorboard import (
 )
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from .callbacks import PredictionCSVWriter, RunConfigInCheckpoint
 from .configs import list_presets, preset_arguments
+from .cpu_threads import NUM_THREADS_ENV, apply_thread_policy, parse_thread_setting
 from .errors import InputError
 from .operating_points import OperatingPoints
 
@@ -55,7 +57,6 @@ __all__ = [
 PROG = "medllama-fusion"
 DEBUG_ENV = "MEDLLAMA_FUSION_DEBUG"
 """Environment variable: set to ``1`` to see the traceback of an input error."""
-NUM_THREADS_ENV = "MEDLLAMA_FUSION_NUM_THREADS"
 """Environment variable: number of torch CPU threads for a command (unset: torch's default)."""
 
 _USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError)
@@ -106,6 +107,13 @@ class FusionCLI(LightningCLI):
             "data.label_names", "model.init_args.label_names", apply_on="instantiate"
         )
         parser.add_lightning_class_args(OperatingPoints, "operating_points")
+        parser.add_argument(
+            "--num_threads",
+            type=int | Literal["auto"],
+            default="auto",
+            help="CPU threads of torch's intra-op pool: 'auto' (one for small models on the CPU, "
+            "see medllama_fusion.cpu_threads) or a number; MEDLLAMA_FUSION_NUM_THREADS overrides.",
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Build the trainer and give its checkpoint callbacks a stable folder.
@@ -120,6 +128,12 @@ class FusionCLI(LightningCLI):
         use_stable_checkpoint_dir(trainer)
         subcommand = self.subcommand
         run_config = self.config.get(str(subcommand), self.config) if subcommand else self.config
+        apply_thread_policy(
+            run_config.get("num_threads", "auto"),
+            on_cpu=isinstance(trainer.accelerator, CPUAccelerator),
+            model=self.model,
+            data_workers=int(getattr(self.datamodule, "num_workers", 0) or 0),
+        )
         text = self._parser(subcommand).dump(run_config, skip_none=False, skip_validation=True)
         trainer.callbacks.append(RunConfigInCheckpoint(text, os.getcwd()))  # type: ignore[attr-defined]
         return trainer
@@ -227,13 +241,13 @@ def _names_a_subcommand(args: ArgsType) -> bool:
 
 
 def set_num_threads_from_env() -> int | None:
-    """Apply ``MEDLLAMA_FUSION_NUM_THREADS`` to torch's intra-op thread pool.
+    """Apply a numeric ``MEDLLAMA_FUSION_NUM_THREADS`` before the model is built.
 
-    Small CPU runs (the quickstart, tests) gain nothing from many threads and slow down a lot when
-    several processes share few cores; ``MEDLLAMA_FUSION_NUM_THREADS=1`` keeps one thread each.
+    The run's thread policy (:mod:`medllama_fusion.cpu_threads`) is applied again once the model
+    and trainer exist; a number in the variable fixes the count for both.
 
     Returns:
-        The number of threads set, or ``None`` when the variable is unset or empty.
+        The number of threads set, or ``None`` when the variable is unset, empty or ``auto``.
 
     Raises:
         InputError: When the value is not a positive integer.
@@ -241,12 +255,13 @@ def set_num_threads_from_env() -> int | None:
     value = os.environ.get(NUM_THREADS_ENV, "").strip()
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
-        raise InputError(f"{NUM_THREADS_ENV}={value!r} is not a positive integer; set e.g. 1 or 4.")
+    setting = parse_thread_setting(value, NUM_THREADS_ENV)
+    if setting == "auto":
+        return None  # decided once the model is built (see medllama_fusion.cpu_threads)
     import torch
 
-    torch.set_num_threads(int(value))
-    return int(value)
+    torch.set_num_threads(setting)
+    return setting
 
 
 def cli_main(args: ArgsType = None) -> FusionCLI:
