@@ -61,3 +61,24 @@ def test_train_speed_tiny(tmp_path: Path) -> None:
     # The fusion model's blocks see 16 text or 16 image tokens; the bare stack sees all 32, so the
     # bare stack does more FLOPs per step.
     assert bare["tflops_per_step"] > library["tflops_per_step"]
+
+
+def test_data_speed_tiny(tmp_path: Path) -> None:
+    path = BENCH.parent / "data_speed.py"
+    spec = importlib.util.spec_from_file_location("data_speed", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["data_speed"] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "data.json"
+    args = ["--count", "6", "--sizes", "60x48", "--workers", "0", "--repeats", "1"]
+    result = bench.main([*args, "--data-dir", str(tmp_path / "files"), "--json", str(out)])
+    assert json.loads(out.read_text()) == result
+    size = result["sizes"]["60x48"]
+    assert size["files"] == 6 and size["decoder"] in size["decoder_probe"]
+    (row,) = size["workers"]
+    for key in ("limit", "train_loader", "eval_loader"):
+        assert row[key] > 0
+    assert size["cache"]["epoch1"] > 0 and size["cache"]["epoch2"] > 0
+    # the generated folder is a MONAI layout the library reads as such
+    assert (tmp_path / "files" / "60x48_6" / "validation.csv").is_file()

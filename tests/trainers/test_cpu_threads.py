@@ -16,6 +16,7 @@ from medllama_fusion.cpu_threads import (
 )
 from medllama_fusion.errors import InputError
 from medllama_fusion.main import cli_main
+
 from .conftest import cli_args
 
 LARGE = SMALL_MODEL_PARAMETERS * 10

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medllama_fusion.datasets.image_cache import ImageCache
-from medllama_fusion.datasets.images import read_resized, to_unit_float
+from medllama_fusion.datasets.images import read_resized, to_transform_input, to_unit_float
 from medllama_fusion.errors import InputError
 
 MODALITIES: tuple[str, ...] = ("text", "image")
@@ -135,7 +135,7 @@ class FusionDataset(Dataset[dict[str, Any]]):
         self,
         samples: Sequence[FusionSample],
         input_ids: Sequence[Sequence[int]],
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[[Any], torch.Tensor] | None = None,
         modalities: Sequence[str] = MODALITIES,
         image_present: Sequence[bool] | None = None,
         text_present: Sequence[bool] | None = None,
@@ -215,8 +215,9 @@ class FusionDataset(Dataset[dict[str, Any]]):
         if image is None:
             height, width = self.image_size
             return torch.zeros((1, height, width), dtype=torch.float32)
-        image = to_unit_float(image)
-        return self.transform(image) if self.transform is not None else image
+        if self.transform is None:
+            return to_unit_float(image)
+        return self.transform(to_transform_input(image))
 
     def _image(self, index: int) -> torch.Tensor:
         """Load the image of sample ``index`` (zeros when it has none)."""
