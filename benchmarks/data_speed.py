@@ -154,16 +154,20 @@ def _init_worker() -> None:
 
 
 def steady_rate(counts: Iterable[int]) -> float:
-    """Items/s of a stream of item counts, timed from the first arrival (start-up excluded)."""
-    start = 0.0
-    seen = 0
+    """Items/s of a stream of item counts, timed from the first arrival (start-up excluded).
+
+    A stream of a single batch is timed from the start instead (tiny test runs).
+    """
+    begin = start = time.perf_counter()
+    first = seen = 0
     for i, count in enumerate(counts):
         if i == 0:
-            start = time.perf_counter()
+            start, first = time.perf_counter(), count
         else:
             seen += count
-    elapsed = time.perf_counter() - start
-    return seen / elapsed if seen else 0.0
+    if seen == 0:
+        return first / (start - begin)
+    return seen / (time.perf_counter() - start)
 
 
 def rate_of(function: Callable[[str], Any], files: list[str], workers: int) -> float:
