@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-GPU benchmark session: the three variants vs. the bare compiled stack at LLaMA-2-7B
-# dimensions, the QLoRA memory run, then the input pipeline on its CPUs. Usage:
-# bash benchmarks/gpu_run.sh OUT_DIR (random weights; builds the bases on the GPU; ~12 minutes).
+# dimensions, then the QLoRA memory run. Usage: bash benchmarks/gpu_run.sh OUT_DIR
+# (random weights; builds the bases on the GPU; ~8 minutes on one H200). With DATA_SPEED=1 it
+# then measures the input pipeline on the machine's CPUs (about 4 more minutes).
 set -uo pipefail
 out=${1:-bench-results}
 mkdir -p "$out"
@@ -17,8 +18,8 @@ timeout "${QLORA_TIMEOUT:-150}" python3 benchmarks/train_speed.py --size 7b --ql
   --backbone-layers 32 --init-device cuda --warmup 2 --steps 5 \
   --json "$out/qlora.json" 2>&1 | grep -v "^trainable parameters" | tee "$out/qlora.log"
 # The input pipeline on the GPU machine's CPUs (loader vs bare decode limit, cache, streaming);
-# skipped when the library's data dependencies are not installed there.
-if python3 -c "import torchdata, pydicom" 2>/dev/null; then
+# needs the library's data dependencies (torchdata, pydicom) on that machine.
+if [ "${DATA_SPEED:-0}" = 1 ] && python3 -c "import torchdata, pydicom" 2>/dev/null; then
   timeout "${DATA_TIMEOUT:-240}" python3 benchmarks/data_speed.py \
     --sizes 2500x2048:400 512x512:2000 --workers 0 8 16 --repeats 1 \
     --json "$out/data_speed.json" 2>&1 | grep "^{" | tee "$out/data_speed.log"
