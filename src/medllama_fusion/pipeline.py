@@ -31,9 +31,15 @@ import torch
 import yaml
 from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import Tensor
+from torchvision.transforms.v2.functional import resize
 
 from medllama_fusion.callbacks import RUN_CONFIG_KEY
-from medllama_fusion.datasets.images import build_image_transform, read_image
+from medllama_fusion.datasets.images import (
+    build_image_transform,
+    read_resized,
+    resize_pil_image,
+    to_transform_input,
+)
 from medllama_fusion.errors import InputError
 from medllama_fusion.models import FusionModel
 
@@ -190,39 +196,42 @@ def run_datamodule(
     return _datamodule_from_config(settings, source, bases)
 
 
-def _to_unit_array(image: ImageInput) -> np.ndarray:
-    """Turn one image input into a 2-D ``float32`` array in ``[0, 1]`` (as read from disk)."""
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL image
-        from PIL import Image
+def _to_resized(image: ImageInput, size: int) -> Tensor:
+    """Turn one image input into the resized ``[1, size, size]`` image the data modules read.
 
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            array = np.asarray(image, dtype=np.float32)
-            peak = 65535.0 if array.max() > 255 else 255.0
-            return np.clip(array / peak, 0.0, 1.0)  # type: ignore[no-any-return]
-        assert isinstance(image, Image.Image)
-        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    Files go through :func:`~medllama_fusion.datasets.images.read_resized`; PIL images and 8- or
+    16-bit arrays through the same Pillow resize in their integer type, so every form of the same
+    8-bit picture gives the same tensor. Float arrays (values in ``[0, 1]``) are resized as
+    floats.
+    """
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        return read_resized(image, size)
+    if isinstance(image, Image.Image):
+        return resize_pil_image(image, size)
     if isinstance(image, Tensor):
         image = image.detach().cpu().numpy()
-    if isinstance(image, np.ndarray):
-        array = np.squeeze(image)
-        if array.ndim == 3 and array.shape[-1] in (3, 4):  # RGB(A) → luminance
-            array = array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], "float32")
-        if array.ndim != 2:
-            raise InputError(
-                f"image array has shape {tuple(image.shape)}; pass a 2-D grayscale array "
-                "[H, W] (or [1, H, W], or [H, W, 3] RGB)."
-            )
-        if array.dtype == np.uint8 or (image.dtype == np.uint8):
-            return array.astype(np.float32) / 255.0  # type: ignore[no-any-return]
-        if array.dtype == np.uint16:
-            return array.astype(np.float32) / 65535.0  # type: ignore[no-any-return]
-        return np.clip(array.astype(np.float32), 0.0, 1.0)  # type: ignore[no-any-return]
-    raise InputError(
-        f"image of type {type(image).__name__} is not supported; pass a file path, a PIL image, "
-        "a NumPy array or a tensor."
-    )
+    if not isinstance(image, np.ndarray):
+        raise InputError(
+            f"image of type {type(image).__name__} is not supported; pass a file path, a PIL "
+            "image, a NumPy array or a tensor."
+        )
+    array = np.squeeze(image)
+    colour = array.ndim == 3 and array.shape[-1] in (3, 4)
+    if colour and array.dtype == np.uint8:  # RGB(A) → luminance, as Pillow reads a colour file
+        return resize_pil_image(Image.fromarray(np.ascontiguousarray(array[..., :3])), size)
+    if colour:
+        array = array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], "float32")
+    if array.ndim != 2:
+        raise InputError(
+            f"image array has shape {tuple(image.shape)}; pass a 2-D grayscale array "
+            "[H, W] (or [1, H, W], or [H, W, 3] RGB)."
+        )
+    if array.dtype in (np.uint8, np.uint16):
+        return resize_pil_image(Image.fromarray(np.ascontiguousarray(array)), size)
+    unit = torch.from_numpy(np.clip(array.astype(np.float32), 0.0, 1.0))[None]
+    return resize(unit, [size, size], antialias=True)
 
 
 class FusionPipeline(ModelHubMixin):
@@ -343,9 +352,14 @@ class FusionPipeline(ModelHubMixin):
         return next(self.model.parameters()).device
 
     def preprocess_image(self, image: ImageInput) -> Tensor:
-        """Return the normalised ``FloatTensor [1, H, W]`` the model sees for one image."""
-        tensor = torch.from_numpy(np.ascontiguousarray(_to_unit_array(image))).unsqueeze(0)
-        return self.transform(tensor)  # type: ignore[no-any-return]
+        """Return the normalised ``FloatTensor [1, H, W]`` the model sees for one image.
+
+        A file is read exactly as the data modules read it (decoded straight to
+        ``image_size``, :func:`~medllama_fusion.datasets.images.read_resized`), so a
+        prediction here equals the one ``medllama-fusion predict`` writes for that file; a PIL
+        image or an 8/16-bit array of the same picture gives the same tensor.
+        """
+        return self.transform(to_transform_input(_to_resized(image, self.image_size)))
 
     def preprocess_text(self, report: str) -> list[int]:
         """Return the token ids (at most ``max_length``) the model sees for one report."""

@@ -64,12 +64,14 @@ def test_eval_mode_and_image_forms_agree(pipe: FusionPipeline, image_file: Path)
         str(image_file),
         Image.open(image_file),
         array,
-        array.astype(np.float32) / 255,
         torch.from_numpy(array.copy())[None],
         np.stack([array] * 3, axis=-1),
     ]
-    for form in forms:
-        assert pipe(image=form, report=REPORTS[0]) == pytest.approx(reference, abs=1e-5)
+    for form in forms:  # every form of the same 8-bit picture: the same numbers
+        assert pipe(image=form, report=REPORTS[0]) == pytest.approx(reference, abs=1e-6)
+    # floats are resized as floats (no rounding to 8 bit after the resize): nearly the same
+    as_float = pipe(image=array.astype(np.float32) / 255, report=REPORTS[0])
+    assert as_float == pytest.approx(reference, abs=5e-3)
     batch = pipe(image=[image_file, image_file], report=REPORTS)
     assert isinstance(batch, list) and batch[0] == pytest.approx(reference, abs=1e-5)
     assert isinstance(pipe(report=REPORTS[1]), dict) and isinstance(pipe(image=array), dict)
@@ -108,3 +110,20 @@ def test_export_round_trip(pipe: FusionPipeline, image_file: Path, tmp_path: Pat
     assert torch.allclose(after, before, atol=1e-5)
     with pytest.raises(InputError, match="not a medllama-fusion export"):
         FusionPipeline.from_pretrained(tmp_path)
+
+
+def test_image_preprocessing_equals_the_data_modules(pipe: FusionPipeline, tmp_path: Path) -> None:
+    from medllama_fusion.datasets.fusion_dataset import FusionDataset, FusionSample
+    from medllama_fusion.datasets.images import build_image_transform
+
+    path = tmp_path / "film.jpg"  # a JPEG larger than the target: draft decoding + resize
+    ramp = np.add.outer(np.arange(90), np.arange(70)).astype(np.uint8)
+    Image.fromarray(ramp).convert("RGB").save(path, quality=90)
+    dataset = FusionDataset(
+        [FusionSample("a", path, "")],
+        [],
+        build_image_transform(16, train=False),
+        modalities=["image"],
+        image_size=(16, 16),
+    )
+    assert torch.equal(pipe.preprocess_image(path), dataset[0]["pixel_values"])

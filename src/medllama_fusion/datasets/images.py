@@ -190,35 +190,52 @@ def read_image(path: str | Path) -> np.ndarray:
         raise
 
 
+def resize_pil_image(image: Image.Image, size: int | Sequence[int]) -> torch.Tensor:
+    """Resize a PIL image to a ``[1, h, w]`` tensor in its own integer type (one channel).
+
+    The in-memory counterpart of :func:`read_resized`: 8-bit and colour images give ``uint8``
+    (colour reduced to luminance), 16-bit ones ``uint16``, ``"I"`` images ``uint8`` or ``uint16``
+    by their range and ``"F"`` images ``float32`` min-max scaled to ``[0, 1]``.
+
+    Args:
+        image: The image.
+        size: Output size, an int (square) or ``(height, width)``.
+
+    Returns:
+        ``Tensor [1, h, w]``.
+    """
+    height, width = _size_pair(size)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        if image.mode != "I;16":
+            image = image.convert("I")
+        resized = image.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.array(resized).astype(np.uint16)  # "I" holds 16-bit values here
+    elif image.mode == "I":
+        resized = image.resize((width, height), Image.Resampling.BILINEAR)
+        raw = np.array(resized, dtype=np.int64)
+        high = 65535 if raw.max() > 255 else 255
+        array = np.clip(raw, 0, high).astype(np.uint16 if high > 255 else np.uint8)
+    elif image.mode == "F":
+        resized = image.resize((width, height), Image.Resampling.BILINEAR)
+        array = _scale_to_unit(np.array(resized, dtype=np.float32))
+    else:
+        gray = image if image.mode == "L" else image.convert("L")
+        resized = (
+            gray
+            if gray.size == (width, height)
+            else gray.resize((width, height), Image.Resampling.BILINEAR)
+        )
+        array = np.array(resized, dtype=np.uint8)  # a writable copy
+    return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(0)
+
+
 def _resized_raster(path: Path, size: tuple[int, int]) -> torch.Tensor:
     """Decode + resize a raster file with Pillow, keeping its integer type (see the module)."""
     height, width = size
     with Image.open(path) as opened:
         if opened.format == "JPEG":
             opened.draft("L", (width, height))  # decode at the smallest DCT scale >= the target
-        image: Image.Image = opened
-        if image.mode in _SIXTEEN_BIT_MODES:
-            if image.mode != "I;16":
-                image = image.convert("I")
-            resized = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.array(resized).astype(np.uint16)  # "I" holds 16-bit values here
-        elif image.mode == "I":
-            resized = image.resize((width, height), Image.Resampling.BILINEAR)
-            raw = np.array(resized, dtype=np.int64)
-            high = 65535 if raw.max() > 255 else 255
-            array = np.clip(raw, 0, high).astype(np.uint16 if high > 255 else np.uint8)
-        elif image.mode == "F":
-            resized = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = _scale_to_unit(np.array(resized, dtype=np.float32))
-        else:
-            gray = image if image.mode == "L" else image.convert("L")
-            resized = (
-                gray
-                if gray.size == (width, height)
-                else gray.resize((width, height), Image.Resampling.BILINEAR)
-            )
-            array = np.array(resized, dtype=np.uint8)  # a writable copy
-    return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(0)
+        return resize_pil_image(opened, size)
 
 
 def read_resized(path: str | Path, size: int | Sequence[int]) -> torch.Tensor:
@@ -421,6 +438,7 @@ __all__ = [
     "read_image",
     "read_raster",
     "read_resized",
+    "resize_pil_image",
     "to_transform_input",
     "to_unit_float",
     "verify_image",
