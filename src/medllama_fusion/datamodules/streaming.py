@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from medllama_fusion.datamodules.base import FusionDataModule
 from medllama_fusion.datasets.fusion_dataset import check_modalities
@@ -30,6 +30,16 @@ from medllama_fusion.datasets.images import build_image_transform
 from medllama_fusion.errors import InputError
 
 _STATE_KEY = "stream_train_loader"
+
+
+class _Empty(Dataset[Any]):
+    """The dataset of a split the stream does not hold."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, index: int) -> Any:
+        raise IndexError(index)
 
 
 class StreamingDataModule(FusionDataModule):
@@ -79,20 +89,18 @@ class StreamingDataModule(FusionDataModule):
         self.input_dir = str(input_dir)
         meta = read_stream_metadata(self.input_dir)
         self.stream_metadata = meta
-        stored = {
-            "label_names": list(meta["label_names"]),
-            "max_length": int(meta["max_length"]),
-            "image_size": int(meta["image_size"]),
-        }
-        given = {"label_names": label_names, "max_length": max_length, "image_size": image_size}
-        for name, value in given.items():
-            if (
-                value is not None
-                and (list(value) if name == "label_names" else value) != (stored[name])
-            ):
+        stored_labels = [str(name) for name in meta["label_names"]]
+        stored_length, stored_size = int(meta["max_length"]), int(meta["image_size"])
+        given: list[tuple[str, object, object]] = [
+            ("label_names", None if label_names is None else list(label_names), stored_labels),
+            ("max_length", max_length, stored_length),
+            ("image_size", image_size, stored_size),
+        ]
+        for name, value, saved in given:
+            if value is not None and value != saved:
                 raise InputError(
                     f"{name}={value!r} conflicts with the stream {self.input_dir}, written with "
-                    f"{name}={stored[name]!r}; leave {name} unset or write a new stream with "
+                    f"{name}={saved!r}; leave {name} unset or write a new stream with "
                     "`medllama-fusion optimize`."
                 )
         stream_modalities = check_modalities(meta["modalities"])
@@ -109,9 +117,9 @@ class StreamingDataModule(FusionDataModule):
             )
         super().__init__(
             tokenizer=tokenizer or str(meta["tokenizer"]),
-            label_names=stored["label_names"],
-            max_length=stored["max_length"],
-            image_size=stored["image_size"],
+            label_names=stored_labels,
+            max_length=stored_length,
+            image_size=stored_size,
             modalities=list(served),
             **kwargs,
         )
@@ -166,7 +174,7 @@ class StreamingDataModule(FusionDataModule):
         train = split == "train"
         if self.counts.get(split, 0) == 0:
             rank_zero_warn(f"the {split} split of {self.source_description()} is empty.")
-            return DataLoader([], batch_size=self.batch_size, collate_fn=self.collator())
+            return DataLoader(_Empty(), batch_size=self.batch_size, collate_fn=self.collator())
         import litdata
 
         transform = build_image_transform(

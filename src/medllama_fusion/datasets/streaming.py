@@ -254,6 +254,22 @@ def _read_text(url: str) -> str | None:
         return Path(local).read_text(encoding="utf-8")
 
 
+def _check_written(split_dir: str, expected: int) -> None:
+    """Raise when LitData's index of ``split_dir`` does not hold ``expected`` items.
+
+    A writer process that dies (e.g. a script without ``if __name__ == "__main__":`` under the
+    ``spawn`` start method) can leave an incomplete folder behind without an exception here.
+    """
+    text = _read_text(join(split_dir, "index.json"))
+    written = 0 if text is None else sum(int(c["chunk_size"]) for c in json.loads(text)["chunks"])
+    if written != expected:
+        raise RuntimeError(
+            f"LitData wrote {written} of {expected} items to {split_dir}; see the writer "
+            "processes' errors above (a script that calls write_streaming_dataset needs "
+            "`if __name__ == '__main__':` around it with the spawn start method)."
+        )
+
+
 def write_streaming_dataset(
     datamodule: FusionDataModule,
     output_dir: str | Path,
@@ -311,6 +327,7 @@ def write_streaming_dataset(
                 start_method=start_method,
                 verbose=False,
             )
+            _check_written(join(output, name), len(dataset))
     finally:  # LitData sets the process-wide start method; give the caller theirs back
         multiprocessing.set_start_method(saved_method, force=True)
     _write_text(join(output, METADATA_FILE), json.dumps(metadata, indent=1))
