@@ -117,6 +117,7 @@ class StreamingDataModule(FusionDataModule):
             )
         super().__init__(
             tokenizer=tokenizer or str(meta["tokenizer"]),
+            source=None,
             label_names=stored_labels,
             max_length=stored_length,
             image_size=stored_size,
