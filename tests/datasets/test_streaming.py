@@ -174,3 +174,13 @@ def test_optimize_then_fit_from_the_command_line(
         run_cli(["optimize", *common, "--data.root", str(root), "--output_dir", str(stream)])
     assert stopped.value.code == 2
     assert "already exists and is not empty" in capsys.readouterr().err
+
+
+def test_missing_litdata_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from medllama_fusion.datasets.streaming import require_litdata
+
+    monkeypatch.setitem(sys.modules, "litdata", None)
+    with pytest.raises(InputError, match=r"pip install 'medllama-fusion\[streaming\]'"):
+        require_litdata()
