@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "predict": "write predictions.csv (probabilities, decisions) for test or unlabelled data",
     "explain": "token and image attributions of a checkpoint's predictions (HTML + PNG)",
     "export": "merge LoRA and write a self-contained model folder (save_pretrained layout)",
+    "optimize": "write a run's data once as a sharded stream for multi-node training (LitData)",
 }
 """Subcommand → one-line description, as shown by ``medllama-fusion --help``."""
 

@@ -1,4 +1,4 @@
-"""Command-line interface: ``medllama-fusion {fit,validate,test,predict,explain,export} ...``.
+"""Command-line interface: ``medllama-fusion {fit,validate,test,predict,explain,export,optimize}``.
 
 A :class:`~lightning.pytorch.cli.LightningCLI` subclass. Models and datamodules are selected by
 ``class_path`` (short names such as ``FusionClassifier``, ``ParallelFusion`` and
@@ -369,15 +369,16 @@ def main(args: ArgsType = None) -> None:
     ``medllama-fusion: error: <message>`` and ends the process with status 2; set the
     environment variable ``MEDLLAMA_FUSION_DEBUG=1`` to get the traceback instead.
 
-    ``explain`` and ``export`` run :func:`medllama_fusion.explain.main` and
-    :func:`medllama_fusion.export.main`; everything else goes to LightningCLI.
+    ``explain``, ``export`` and ``optimize`` run :func:`medllama_fusion.explain.main`,
+    :func:`medllama_fusion.export.main` and :func:`medllama_fusion.optimize.main`; everything
+    else goes to LightningCLI.
 
     Args:
         args: Command-line arguments; ``sys.argv`` if None.
     """
     argv = sys.argv[1:] if args is None else args
     try:
-        if isinstance(argv, list) and argv and argv[0] in ("explain", "export"):
+        if isinstance(argv, list) and argv and argv[0] in ("explain", "export", "optimize"):
             from importlib import import_module
 
             import_module(f"medllama_fusion.{argv[0]}").main(argv[1:])

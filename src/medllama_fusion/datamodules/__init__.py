@@ -3,7 +3,9 @@
 :class:`OpenIDataModule` (OpenI, raw NLM release or MONAI CSVs, via
 :class:`~medllama_fusion.datasets.openi.OpenIDataset`) and :class:`CSVDataModule` (generic CSV
 data, via :class:`~medllama_fusion.datasets.csv.CSVDataset`) share the arguments and the
-machinery of :class:`FusionDataModule`.
+machinery of :class:`FusionDataModule`. :class:`StreamingDataModule` serves a stream written once
+by ``medllama-fusion optimize`` (LitData's sharded format, read across nodes; optional extra
+``streaming``).
 """
 
 from medllama_fusion.datamodules.base import FATAL_KINDS, FusionDataModule, LoadedSamples
@@ -32,6 +34,7 @@ from medllama_fusion.datamodules.splits import (
     split_samples,
     stratified_split_samples,
 )
+from medllama_fusion.datamodules.streaming import StreamingDataModule
 
 __all__ = [
     "DEMO_SEED",
@@ -47,6 +50,7 @@ __all__ = [
     "ResumableDataLoader",
     "ResumableSampler",
     "SeededDataset",
+    "StreamingDataModule",
     "detect_layout",
     "find_view_metadata",
     "positive_counts",
