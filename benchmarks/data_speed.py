@@ -219,22 +219,23 @@ def eval_batches(dm: OpenIDataModule) -> Iterable[dict[str, Any]]:
 def streaming_rates(root: Path, workers: int, scratch: Path) -> dict[str, float] | None:
     """Write the training split as a LitData stream and read it back; ``None`` without LitData."""
     try:
-        from medllama_fusion.datasets.streaming import write_streaming_dataset
-
-        from medllama_fusion.datamodules import StreamingDataModule  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
         import litdata  # noqa: F401
     except ImportError:
         return None
+    from medllama_fusion.datamodules import StreamingDataModule
+    from medllama_fusion.datasets.streaming import write_streaming_dataset
+
     output = scratch / "stream"
     shutil.rmtree(output, ignore_errors=True)
     dm = datamodule(root, 0)
     start = time.perf_counter()
-    write_streaming_dataset(dm, str(output), splits=("train",), num_workers=max(workers, 1))
+    write_streaming_dataset(
+        dm, str(output), splits=("train",), num_workers=max(workers, 1), start_method="fork"
+    )
     written = len(dm.datasets["train"]) / (time.perf_counter() - start)
-    stream = StreamingDataModule(str(output), batch_size=20, num_workers=workers)
+    stream = StreamingDataModule(
+        str(output), batch_size=20, num_workers=workers, chunk_cache_dir=str(scratch / "chunks")
+    )
     stream.setup("fit")
     read = max(loader_rate(stream.train_dataloader()) for _ in range(2))
     return {"write": written, "read": read}

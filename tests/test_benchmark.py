@@ -80,5 +80,6 @@ def test_data_speed_tiny(tmp_path: Path) -> None:
     for key in ("limit", "train_loader", "eval_loader"):
         assert row[key] > 0
     assert size["cache"]["epoch1"] > 0 and size["cache"]["epoch2"] > 0
+    assert size["streaming"]["write"] > 0 and size["streaming"]["read"] > 0
     # the generated folder is a MONAI layout the library reads as such
     assert (tmp_path / "files" / "60x48_6" / "validation.csv").is_file()
