@@ -8,7 +8,8 @@ itself is left out (AdamW reads its step counter, a host tensor, with ``.item()`
 
 A tensor copied to the host with ``.cpu()`` (itself recorded as a sync) becomes a
 :class:`HostTensor`; reading it later (the progress bar converts its values with ``.item()`` at
-every refresh) is not a device sync and is not recorded.
+every refresh) is not a device sync and is not recorded. ``.to(device)`` is not recorded: on
+a CPU machine it cannot be told apart from moving a batch to the model's device.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -128,9 +130,12 @@ class _DispatchRecorder(TorchDispatchMode):
 
 
 def _fit_recording(
-    tmp_path: Path, max_steps: int, log_every_n_steps: int
+    tmp_path: Path, max_steps: int, log_every_n_steps: int, bar: Callback | None = None
 ) -> tuple[SyncRecorder, dict[int, dict[str, Any]]]:
-    """Fit the library defaults for ``max_steps`` on CPU; return the syncs and the bar per step."""
+    """Fit the library defaults for ``max_steps`` on CPU; return the syncs and the bar per step.
+
+    ``bar`` replaces Lightning's default progress bar (Rich when installed, else TQDM).
+    """
     model = FusionClassifier(tiny_fusion(), label_names=["a", "b", "c"])
     trainer = Trainer(
         accelerator="cpu",
@@ -142,6 +147,7 @@ def _fit_recording(
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=str(tmp_path),
+        callbacks=[bar] if bar is not None else None,
     )
     recorder = SyncRecorder()
     for method in ("training_step", "backward", "on_before_optimizer_step"):
@@ -163,8 +169,9 @@ def _fit_recording(
     return recorder, shown
 
 
-def test_default_training_step_never_syncs(tmp_path: Path) -> None:
-    recorder, _ = _fit_recording(tmp_path, max_steps=3, log_every_n_steps=50)
+@pytest.mark.parametrize("bar", [None, TQDMProgressBar()], ids=["default_bar", "tqdm"])
+def test_default_training_step_never_syncs(tmp_path: Path, bar: Callback | None) -> None:
+    recorder, _ = _fit_recording(tmp_path, max_steps=3, log_every_n_steps=50, bar=bar)
     assert recorder.events == [], "\n".join(map(str, recorder.events))
 
 
