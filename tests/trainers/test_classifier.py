@@ -180,3 +180,60 @@ def test_test_writes_report_and_prints_where(
     assert report is not None and report.num_clusters == 12  # 23 rows, 2 per report group
     fixed = [a for a, keep in zip(report.auroc, report.in_mean, strict=True) if keep]
     assert report.mean == pytest.approx(sum(fixed) / len(fixed))
+
+
+class _Poisoned(FusionClassifier):
+    """Returns NaN logits in training at optimizer step ``bad_step``."""
+
+    bad_step = 0
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        logits = super().forward(batch)
+        if self.training and self.global_step == self.bad_step:
+            logits = logits + float("nan")
+        return logits
+
+
+@pytest.mark.parametrize(
+    ("log_every", "bad_step", "val_batches", "after"),
+    [
+        (2, 0, 0, 1),  # read at the next logging step, before optimizer step 1
+        (50, 1, 0, 3),  # no logging step in the 4-step epoch: read at the epoch's end
+        (50, 1, 2, 3),  # read before validation uses the weights
+    ],
+)
+def test_nan_loss_raises_by_the_next_check_with_the_default(
+    tmp_path: Path, log_every: int, bad_step: int, val_batches: int, after: int
+) -> None:
+    model = _Poisoned(tiny_fusion(), label_names=["a", "b", "c"], bootstrap_resamples=20)
+    model.bad_step = bad_step
+    seen: list[int] = []
+    checked = model.on_validation_start
+
+    def spy() -> None:
+        seen.append(model.global_step)
+        checked()
+
+    model.on_validation_start = spy  # type: ignore[method-assign]
+    trainer = _trainer(
+        tmp_path, max_epochs=1, log_every_n_steps=log_every, limit_val_batches=val_batches
+    )
+    with pytest.raises(
+        FloatingPointError,
+        match=rf"global step {bad_step} \(epoch 0, batch_idx {bad_step}, ids \[.*\]\); "
+        rf"{after} optimizer step\(s\) after it were already taken",
+    ):
+        trainer.fit(model, datamodule=ContractDataModule(n_train=16, batch_size=4))
+    assert trainer.global_step == bad_step + after
+    assert seen == ([4] if val_batches else [])
+
+
+def test_nonfinite_check_interval_one_stops_before_the_step(tmp_path: Path) -> None:
+    model = _Poisoned(
+        tiny_fusion(), label_names=["a", "b", "c"], nonfinite_check_interval=1, plot_roc=False
+    )
+    model.bad_step = 2
+    trainer = _trainer(tmp_path, max_epochs=1, limit_val_batches=0)
+    with pytest.raises(FloatingPointError, match="the optimizer step was not taken"):
+        trainer.fit(model, datamodule=ContractDataModule(n_train=16, batch_size=4))
+    assert trainer.global_step == 2

@@ -40,8 +40,9 @@ before the checkpoint's loop state is loaded; the data module state is restored 
 (``pin_memory=None``), keep workers alive between epochs (``persistent_workers`` when
 ``num_workers > 0``) and prefetch ``prefetch_factor`` batches per worker. Batches have the
 format documented in :mod:`medllama_fusion.datasets.fusion_dataset`:
-``input_ids``/``attention_mask`` LongTensor [B, L] padded to the batch's longest report (or
-to ``max_length`` with ``pad_to_max_length=True``) and ``text_present`` (text runs),
+``input_ids``/``attention_mask`` LongTensor [B, L] padded to the batch's longest report (to
+a fixed length bucket when the model compiles, see ``length_buckets``, or to ``max_length``
+with ``pad_to_max_length=True``) and ``text_present`` (text runs),
 ``pixel_values`` FloatTensor [B, 1, H, W] and ``image_present`` (image runs), ``labels``
 FloatTensor [B, num_labels], ``ids``, ``index`` and ``group_index``.
 """
@@ -161,6 +162,13 @@ class FusionDataModule(pl.LightningDataModule):
         persistent_workers: Keep workers between epochs; ``None`` = ``num_workers > 0``.
         prefetch_factor: Batches prefetched per worker (only used with workers).
         pad_to_max_length: Pad every batch to ``max_length`` instead of the longest report.
+        length_buckets: Pad each batch to the smallest of a few fixed lengths that holds its
+            longest report, so ``torch.compile`` sees few shapes: ``"auto"`` (default) = only
+            when the model compiles (``FusionClassifier(compile=True)`` calls
+            :meth:`use_length_buckets` at setup), with powers of two from 32 up to
+            ``max_length`` (32, 64, 128, 256 for 256); a list of increasing lengths = always
+            those (``max_length`` is added as the last); ``None`` = never (pad to the longest
+            report). ``pad_to_max_length`` takes precedence (one length).
         mask_label_words: Remove label evidence from reports (text-leakage ablation), as
             ``mask_mode`` says.
         mask_mode: What ``mask_label_words`` removes: ``"words"`` (default: label names and
@@ -214,6 +222,7 @@ class FusionDataModule(pl.LightningDataModule):
         persistent_workers: bool | None = None,
         prefetch_factor: int | None = 2,
         pad_to_max_length: bool = False,
+        length_buckets: list[int] | str | None = "auto",
         mask_label_words: bool = False,
         mask_mode: str = "words",
         bad_input: str = "error",
@@ -255,6 +264,17 @@ class FusionDataModule(pl.LightningDataModule):
         self.persistent_workers = keep_workers and num_workers > 0
         self.prefetch_factor = prefetch_factor if num_workers > 0 else None
         self.pad_to_max_length = pad_to_max_length
+        if isinstance(length_buckets, str) and length_buckets != "auto":
+            raise InputError(
+                f"length_buckets must be 'auto', a list of lengths or null; got {length_buckets!r}."
+            )
+        if not isinstance(length_buckets, str | None):
+            try:
+                FusionCollator.check_buckets(length_buckets, max_length)
+            except ValueError as error:
+                raise InputError(str(error)) from None
+        self.length_buckets = length_buckets
+        self._model_compiles = False
         self.mask_label_words = mask_label_words
         if mask_mode not in MASK_MODES:
             raise InputError(f"mask_mode must be one of {list(MASK_MODES)}; got {mask_mode!r}.")
@@ -674,9 +694,41 @@ class FusionDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
 
+    def use_length_buckets(self) -> list[int] | None:
+        """Pad to fixed lengths from now on if ``length_buckets="auto"`` (the model compiles).
+
+        Called by ``FusionClassifier(compile=True)`` in its ``setup``, before Lightning builds
+        the dataloaders.
+
+        Returns:
+            The lengths batches are padded to (:meth:`padded_lengths`), ``None`` when they vary.
+        """
+        self._model_compiles = True
+        return self.padded_lengths()
+
+    def padded_lengths(self) -> list[int] | None:
+        """The fixed lengths text batches are padded to, or ``None`` (the longest report)."""
+        if self.pad_to_max_length:
+            return [self.max_length]
+        if self.length_buckets is None:
+            return None
+        if isinstance(self.length_buckets, str):  # "auto"
+            if not self._model_compiles:
+                return None
+            buckets = [
+                2**k for k in range(5, self.max_length.bit_length()) if 2**k < self.max_length
+            ]
+            return [*buckets, self.max_length]
+        return list(FusionCollator.check_buckets(self.length_buckets, self.max_length))
+
     def collator(self) -> FusionCollator:
-        """Return the batch collator (pads with the tokenizer's pad id)."""
-        return FusionCollator(self.pad_token_id, self.pad_to_max_length, self.max_length)
+        """Return the batch collator (pads with the tokenizer's pad id, see ``length_buckets``)."""
+        return FusionCollator(
+            self.pad_token_id,
+            self.pad_to_max_length,
+            self.max_length,
+            length_buckets=self.padded_lengths(),
+        )
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader[Any]:
         """Build the DataLoader of split ``name``."""

@@ -250,21 +250,64 @@ class FusionCollator:
     Args:
         pad_token_id: Id used to right-pad ``input_ids``.
         pad_to_max_length: Pad every batch to ``max_length`` instead of the batch's longest
-            sequence (fixed shapes, e.g. for ``torch.compile``).
-        max_length: Fixed length used with ``pad_to_max_length``.
+            sequence (one fixed shape); takes precedence over ``length_buckets``.
+        max_length: Fixed length used with ``pad_to_max_length``; the largest bucket.
+        length_buckets: Pad each batch to the smallest of these lengths that holds its longest
+            sequence (a few fixed shapes, e.g. for ``torch.compile``): increasing positive
+            ints up to ``max_length``, which is added as the last bucket when missing. A
+            sequence longer than every bucket is padded to its own length.
 
     Raises:
-        ValueError: If ``pad_to_max_length`` is set without a positive ``max_length``.
+        ValueError: If ``pad_to_max_length`` is set without a positive ``max_length``, or the
+            buckets are not increasing positive ints up to ``max_length``.
     """
 
     def __init__(
-        self, pad_token_id: int, pad_to_max_length: bool = False, max_length: int | None = None
+        self,
+        pad_token_id: int,
+        pad_to_max_length: bool = False,
+        max_length: int | None = None,
+        length_buckets: Sequence[int] | None = None,
     ) -> None:
         if pad_to_max_length and (max_length is None or max_length <= 0):
             raise ValueError("pad_to_max_length=True needs a positive max_length.")
         self.pad_token_id = int(pad_token_id)
         self.pad_to_max_length = pad_to_max_length
         self.max_length = max_length
+        self.length_buckets = (
+            None if length_buckets is None else self.check_buckets(length_buckets, max_length)
+        )
+
+    @staticmethod
+    def check_buckets(buckets: Sequence[int], max_length: int | None = None) -> tuple[int, ...]:
+        """Validate padding lengths and return them with ``max_length`` as the last one.
+
+        Args:
+            buckets: Strictly increasing positive ints, none above ``max_length``.
+            max_length: The longest sequence; appended when it is not the last bucket.
+
+        Returns:
+            The buckets, ending with ``max_length`` when it is given.
+
+        Raises:
+            ValueError: For a non-int, non-positive, unsorted or repeated bucket, or one above
+                ``max_length``.
+        """
+        values = list(buckets)
+        if (
+            not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in values)
+            or values != sorted(set(values))
+            or (max_length is not None and values and values[-1] > max_length)
+        ):
+            limit = f" up to max_length={max_length}" if max_length is not None else ""
+            raise ValueError(
+                f"length_buckets must be strictly increasing positive ints{limit}; got {values}."
+            )
+        if max_length is not None and (not values or values[-1] != max_length):
+            values.append(max_length)
+        if not values:
+            raise ValueError("length_buckets needs at least one length (or a max_length).")
+        return tuple(values)
 
     def _text(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Right-pad the token ids of ``items``."""
@@ -273,6 +316,8 @@ class FusionCollator:
         if self.pad_to_max_length and self.max_length is not None:
             width = max(width, self.max_length)
         width = max(width, 1)  # a batch of text-less samples still has one (padding) column
+        if self.length_buckets is not None and not self.pad_to_max_length:
+            width = next((b for b in self.length_buckets if b >= width), width)
         input_ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
         for row, (item, length) in enumerate(zip(items, lengths, strict=True)):

@@ -42,6 +42,8 @@ from ..metrics import (
 )
 from ..models import FusionModel
 from ..models.parameter_report import format_parameter_report
+from .compilation import compile_blocks
+from .nonfinite import NonFiniteGuard
 from .schedules import warmup_cosine_schedule
 
 __all__ = ["FusionClassifier"]
@@ -52,6 +54,8 @@ LRSchedulerCallable = Callable[[Optimizer], LRScheduler]
 _PREFIX = "fusion."
 _CKPT_KEY = "fusion_classifier"
 """Checkpoint entry with the ``pos_weight`` and the default schedule's length."""
+PROGRESS_BAR_LOSS = "loss"
+"""Name of the training loss in the progress bar (updated at the trainer's logging steps)."""
 
 
 def _given_hparams() -> dict[str, Any] | None:
@@ -127,10 +131,19 @@ class FusionClassifier(LightningModule):
             computed for every stage (fit, validate, test) and stored in the checkpoint; a
             checkpoint's stored weights take precedence, so evaluation reuses the training ones.
         compile: Compile the fusion model's transformer blocks with :func:`torch.compile`.
+            A data module with ``use_length_buckets()`` (the library's) is told at setup, so
+            it pads reports to a few fixed lengths; the blocks are then compiled with static
+            shapes (``dynamic=False``, one compilation per length), otherwise with
+            ``torch.compile``'s default dynamic-shape handling.
         compile_modules: Class names of the blocks to compile when ``compile`` is set.
         compile_backend: ``torch.compile`` backend (``"inductor"``; ``"eager"`` for debugging).
-        nonfinite_check_interval: Check the training loss for NaN/inf every this many optimizer
-            steps (1 = before every optimizer step; the check is the only host sync of training).
+        nonfinite_check_interval: Read the on-device NaN/inf flags of the training losses every
+            this many optimizer steps; ``None`` (default) = every ``log_every_n_steps`` of the
+            trainer (its logging steps, which sync anyway). The flags are also read before
+            validation, before a checkpoint is saved and at the end of each epoch and of
+            training, so no evaluation or checkpoint uses weights updated from a NaN loss. ``1``
+            reads them before every optimizer step: one host sync per step, and the only
+            setting that stops before the bad update is applied.
         bootstrap_resamples: Test-time bootstrap resamples for the intervals (0 disables them).
         bootstrap_seed: Seed of the bootstrap resampling.
         confidence: Confidence level of the test intervals.
@@ -159,7 +172,7 @@ class FusionClassifier(LightningModule):
         compile: bool = False,
         compile_modules: tuple[str, ...] = ("LlamaDecoderLayer", "CrossAttentionLayer"),
         compile_backend: str = "inductor",
-        nonfinite_check_interval: int = 1,
+        nonfinite_check_interval: int | None = None,
         bootstrap_resamples: int = 1000,
         bootstrap_seed: int = 0,
         confidence: float = 0.95,
@@ -182,10 +195,7 @@ class FusionClassifier(LightningModule):
             raise ValueError(
                 f"lr_scheduler_interval must be 'step' or 'epoch', got {lr_scheduler_interval!r}."
             )
-        if nonfinite_check_interval < 1:
-            raise ValueError(
-                f"nonfinite_check_interval must be >= 1, got {nonfinite_check_interval}."
-            )
+        self._nonfinite = NonFiniteGuard(nonfinite_check_interval)
         if isinstance(warmup_steps, float) and not 0.0 <= warmup_steps < 1.0:
             raise ValueError(
                 f"warmup_steps={warmup_steps}: a float is a fraction of the run in [0, 1); give "
@@ -224,23 +234,33 @@ class FusionClassifier(LightningModule):
         self.val_auroc = DefinedMultilabelAUROC(num_labels, self.label_names)
         self.test_auroc = DefinedMultilabelAUROC(num_labels, self.label_names)
         self.test_report: AUROCReport | None = None
-        self._nonfinite: list[Tensor] = []
-        self._recent_batches: list[tuple[int, list[str]]] = []
         self._compiled = False
         self._last_val: tuple[Tensor | None, Tensor | None, Tensor] | None = None
         self._last_val_epoch = 0
 
     # ------------------------------------------------------------------ setup / optimisation
     def setup(self, stage: str) -> None:
-        """Compute ``pos_weight='auto'`` from the training labels and compile blocks if asked."""
+        """Compute ``pos_weight='auto'`` from the training labels and compile blocks if asked.
+
+        With ``compile``, a data module that has ``use_length_buckets()`` is asked to pad
+        reports to fixed lengths (Lightning builds the dataloaders after this hook) and the
+        blocks are compiled with static shapes when it does.
+        """
         if self.pos_weight_mode == "auto":
             self._auto_pos_weight(stage)
-        if self.hparams.get("compile", False) and not self._compiled:
-            names = set(self.hparams.get("compile_modules", ()))
-            backend = self.hparams.get("compile_backend", "inductor")
-            for module in self.fusion.modules():
-                if type(module).__name__ in names:
-                    module.compile(backend=backend)
+        if not self.hparams.get("compile", False):
+            return
+        use_buckets = getattr(
+            getattr(self._trainer, "datamodule", None), "use_length_buckets", None
+        )
+        lengths = use_buckets() if callable(use_buckets) else None
+        if not self._compiled:
+            compile_blocks(
+                self.fusion,
+                set(self.hparams.get("compile_modules", ())),
+                self.hparams.get("compile_backend", "inductor"),
+                lengths,
+            )
             self._compiled = True
 
     def _auto_pos_weight(self, stage: str) -> None:
@@ -278,7 +298,8 @@ class FusionClassifier(LightningModule):
             )
 
     def on_validation_start(self) -> None:
-        """Fail early when ``pos_weight='auto'`` could not be resolved."""
+        """Check pending training losses for NaN/inf; fail early without ``pos_weight``."""
+        self._check_nonfinite()
         self._require_pos_weight()
 
     def on_test_start(self) -> None:
@@ -383,43 +404,65 @@ class FusionClassifier(LightningModule):
     def _batch_size(batch: Mapping[str, Any]) -> int:
         return int(batch["labels"].shape[0])
 
+    def _is_logging_step(self) -> bool:
+        """Whether the trainer logs this training batch (Lightning's own rule)."""
+        trainer = self.trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        should = getattr(connector, "should_update_logs", None)
+        if not isinstance(should, bool):  # pragma: no cover - another Lightning version
+            every = self._log_every_n_steps()
+            should = every > 0 and (self.global_step + 1) % every == 0
+        return should or bool(getattr(trainer, "fast_dev_run", False))
+
+    def _log_every_n_steps(self) -> int:
+        """The trainer's ``log_every_n_steps`` (set on the trainer at construction)."""
+        return int(getattr(self.trainer, "log_every_n_steps", 50))
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """BCE loss; a non-finite loss is recorded on device and raised before the step."""
+        """BCE loss, logged without waiting for the device (see :meth:`on_before_optimizer_step`).
+
+        ``train/loss`` goes to the loggers every step (Lightning reads it only at its logging
+        steps). The progress bar shows it as ``loss``, copied to the host at the logging steps
+        only: the one host sync, where Lightning syncs anyway; the bar keeps the last value in
+        between.
+        """
         loss = self._loss(self(batch), batch["labels"])
-        self._nonfinite.append(~torch.isfinite(loss.detach()))
-        self._recent_batches.append((batch_idx, list(batch.get("ids", []))))
-        self.log(
-            "train/loss",
-            loss,
-            on_step=True,
-            on_epoch=False,
-            prog_bar=True,
-            batch_size=self._batch_size(batch),
+        self._nonfinite.record(
+            loss, self.global_step, self.current_epoch, batch_idx, batch.get("ids", [])
         )
+        size = self._batch_size(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=size)
+        if self._is_logging_step():
+            self.log(
+                PROGRESS_BAR_LOSS,
+                loss.detach().cpu(),
+                on_step=True,
+                on_epoch=False,
+                prog_bar=True,
+                logger=False,
+                batch_size=size,
+            )
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        """Stop training with the step and batch ids when a recent loss was NaN/inf."""
-        if len(self._nonfinite) < self.hparams["nonfinite_check_interval"]:
-            return
-        flags = torch.stack(self._nonfinite)
-        batches = self._recent_batches
-        self._nonfinite, self._recent_batches = [], []
-        if bool(flags.any()):  # the one host sync, every `nonfinite_check_interval` steps
-            first = int(flags.nonzero()[0, 0])
-            batch_idx, ids = batches[first]
-            applied = len(flags) - 1 - first  # updates already taken after the bad loss
-            taken = (
-                "the optimizer step was not taken"
-                if applied == 0
-                else f"{applied} optimizer step(s) after it were already taken "
-                "(nonfinite_check_interval > 1)"
-            )
-            raise FloatingPointError(
-                f"non-finite training loss at global step {self.global_step - applied} (epoch "
-                f"{self.current_epoch}, batch_idx {batch_idx}, ids {ids[:20]}); {taken}. Lower "
-                "the learning rate, use bf16-mixed instead of 16-mixed, or check these inputs."
-            )
+        """Stop training when a loss since the last check was NaN/inf (when a check is due).
+
+        The flags stay on the device until a check (``nonfinite_check_interval``); the error
+        names the step, epoch, batch index and example ids, and how many updates were taken.
+        """
+        self._nonfinite.before_optimizer_step(self.global_step, self._log_every_n_steps())
+
+    def _check_nonfinite(self) -> None:
+        """Read every pending NaN/inf flag now (one host sync when some are pending)."""
+        self._nonfinite.check(self.global_step)
+
+    def on_train_epoch_end(self) -> None:
+        """Check the epoch's remaining training losses for NaN/inf."""
+        self._check_nonfinite()
+
+    def on_train_end(self) -> None:
+        """Check the remaining training losses for NaN/inf."""
+        self._check_nonfinite()
 
     def _eval_step(self, batch: dict[str, Any], metric: DefinedMultilabelAUROC) -> None:
         logits = self(batch).float()
@@ -580,7 +623,12 @@ class FusionClassifier(LightningModule):
         return {_PREFIX + k: v for k, v in self.fusion.adapter_state_dict().items()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Replace the full state dict with the adapter state (the frozen base is not written)."""
+        """Replace the full state dict with the adapter state (the frozen base is not written).
+
+        Pending training losses are checked for NaN/inf first, so no checkpoint holds weights
+        updated from a non-finite loss.
+        """
+        self._check_nonfinite()
         checkpoint["state_dict"] = {
             k: v.detach().cpu() if v.is_cuda else v.detach()
             for k, v in self.adapter_state_dict().items()
@@ -649,6 +697,7 @@ class FusionClassifier(LightningModule):
 
     def on_fit_start(self) -> None:
         """Log the trainable parameters of the fusion model once, as a table per group."""
+        self._nonfinite.reset()
         report = getattr(self.fusion, "trainable_parameter_report", None)
         if callable(report) and self.trainer.is_global_zero:
             rank_zero_info(format_parameter_report(report()))
