@@ -38,7 +38,6 @@ from medllama_fusion.datasets.images import (
     build_image_transform,
     read_resized,
     resize_pil_image,
-    to_transform_input,
 )
 from medllama_fusion.errors import InputError
 from medllama_fusion.models import FusionModel
@@ -359,7 +358,7 @@ class FusionPipeline(ModelHubMixin):
         prediction here equals the one ``medllama-fusion predict`` writes for that file; a PIL
         image or an 8/16-bit array of the same picture gives the same tensor.
         """
-        return self.transform(to_transform_input(_to_resized(image, self.image_size)))
+        return self.transform(_to_resized(image, self.image_size))
 
     def preprocess_text(self, report: str) -> list[int]:
         """Return the token ids (at most ``max_length``) the model sees for one report."""

@@ -19,7 +19,6 @@ from medllama_fusion.datasets.images import (
     load_image,
     read_image,
     read_resized,
-    to_transform_input,
     to_unit_float,
 )
 from tests.assets import asset_path
@@ -133,19 +132,21 @@ def test_load_image_with_size_equals_transform_of_full_image(tmp_path: Path) -> 
     assert (direct - full).abs().max() <= 3.0 / 255 / 0.5  # normalised by std 0.5
 
 
-def test_transform_takes_8bit_images_as_pil_with_the_same_result() -> None:
+def test_transform_takes_resized_images_of_every_type() -> None:
     image = torch.from_numpy(film(64, 64))[None]
-    as_input = to_transform_input(image)
-    assert isinstance(as_input, Image.Image) and as_input.mode == "L"
     evaluation = build_image_transform(64, train=False)
-    assert torch.equal(evaluation(as_input), evaluation(to_unit_float(image)))
+    assert type(evaluation(image)) is torch.Tensor
+    assert torch.equal(evaluation(image), evaluation(to_unit_float(image)))
     train = build_image_transform(64, train=True)
+    prepare = train.transforms[0]  # type: ignore[attr-defined]
+    assert isinstance(prepare(image), Image.Image)  # augmented with Pillow's kernels
     torch.manual_seed(3)
-    first = train(to_transform_input(image))
+    first = train(image)
     torch.manual_seed(3)
-    again = train(to_transform_input(image))
+    again = train(image)
     assert type(first) is torch.Tensor and first.dtype == torch.float32
-    assert torch.equal(first, again) and not torch.equal(first, evaluation(as_input))
-    sixteen = to_transform_input(image.to(torch.int32).mul(257).to(torch.uint16))
-    assert isinstance(sixteen, torch.Tensor) and sixteen.dtype == torch.float32
-    assert torch.allclose(evaluation(sixteen), evaluation(as_input))
+    assert first.shape == (1, 64, 64)
+    assert torch.equal(first, again) and not torch.equal(first, evaluation(image))
+    sixteen = image.to(torch.int32).mul(257).to(torch.uint16)
+    assert torch.allclose(evaluation(sixteen), evaluation(image))
+    assert train(sixteen).dtype == torch.float32  # uint16 is augmented as float

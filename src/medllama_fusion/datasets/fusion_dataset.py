@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medllama_fusion.datasets.image_cache import ImageCache
-from medllama_fusion.datasets.images import read_resized, to_transform_input, to_unit_float
+from medllama_fusion.datasets.images import read_resized, to_unit_float
 from medllama_fusion.errors import InputError
 
 MODALITIES: tuple[str, ...] = ("text", "image")
@@ -217,7 +217,7 @@ class FusionDataset(Dataset[dict[str, Any]]):
             return torch.zeros((1, height, width), dtype=torch.float32)
         if self.transform is None:
             return to_unit_float(image)
-        return self.transform(to_transform_input(image))
+        return self.transform(image)
 
     def _image(self, index: int) -> torch.Tensor:
         """Load the image of sample ``index`` (zeros when it has none)."""

@@ -319,21 +319,35 @@ def verify_image(path: str | Path) -> str | None:
     return None
 
 
-def to_transform_input(image: torch.Tensor) -> torch.Tensor | Image.Image:
-    """Prepare a :func:`read_resized` result for :func:`build_image_transform`'s pipeline.
+class PrepareImage:
+    """First step of :func:`build_image_transform`: bring an image into the pipeline's types.
 
-    ``uint8`` images become 8-bit PIL images (augmented with Pillow's fast kernels); ``uint16``
-    and float images become ``float32`` tensors in ``[0, 1]``.
+    A ``uint16`` tensor becomes ``float32`` in ``[0, 1]`` (torchvision's geometric kernels do
+    not take it). With ``pil=True`` (augmenting pipelines) a single-channel ``uint8`` tensor
+    becomes an 8-bit PIL image, so torchvision runs the augmentation with Pillow's kernels, about
+    ten times faster than its tensor kernels on a ``224 x 224`` image; without augmentation the
+    tensor stays a tensor (cheaper than a round trip through Pillow). Floats and PIL images pass
+    through.
 
     Args:
-        image: ``Tensor [1, H, W]`` from :func:`read_resized`.
-
-    Returns:
-        A PIL image or a float tensor.
+        pil: Turn single-channel ``uint8`` tensors into PIL images.
     """
-    if image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 1:
-        return Image.fromarray(image[0].numpy())
-    return to_unit_float(image)
+
+    def __init__(self, pil: bool) -> None:
+        self.pil = pil
+
+    def __call__(self, image: torch.Tensor | Image.Image) -> torch.Tensor | Image.Image:
+        """Convert ``image`` (see the class docstring)."""
+        if not isinstance(image, torch.Tensor):
+            return image
+        if image.dtype == torch.uint8:
+            if self.pil and image.ndim == 3 and image.shape[0] == 1:
+                return Image.fromarray(image[0].numpy())
+            return image
+        return to_unit_float(image)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(pil={self.pil})"
 
 
 def _unit_tensor(image: torch.Tensor | Image.Image) -> torch.Tensor:
@@ -363,10 +377,9 @@ def build_image_transform(
     by default, see the module docstring) → ``float32`` in ``[0, 1]`` (:func:`to_unit_float`) →
     normalise with ``(x - mean) / std``.
 
-    The input may be a float tensor in ``[0, 1]``, a ``uint8``/``uint16`` tensor or an 8-bit
-    PIL image. The data modules pass 8-bit images as PIL images (:func:`to_transform_input`):
-    torchvision then runs the augmentation with Pillow's kernels, about ten times faster than its
-    tensor kernels on a ``224 x 224`` single-channel image.
+    The input may be what :func:`read_resized` returns (a ``uint8``/``uint16``/``float32``
+    tensor), a float tensor in ``[0, 1]`` or a PIL image; the first step (:class:`PrepareImage`)
+    hands 8-bit images to the augmentation as PIL images (Pillow's kernels, much faster).
 
     Args:
         image_size: Output size, an int (square) or ``(height, width)``. The paper uses 224/256.
@@ -390,8 +403,12 @@ def build_image_transform(
     size = list(_size_pair(image_size))
     if std <= 0:
         raise ValueError(f"std must be positive; got {std}.")
-    steps: list[Callable[..., Any]] = [v2.Resize(size, antialias=True)]
-    if train and augment:
+    augmenting = train and augment
+    steps: list[Callable[..., Any]] = [
+        PrepareImage(pil=augmenting),
+        v2.Resize(size, antialias=True),
+    ]
+    if augmenting:
         steps.append(
             v2.RandomAffine(degrees=rotation_degrees, translate=(translate, translate), scale=scale)
         )
@@ -424,13 +441,14 @@ def load_image(
     else:
         resized = read_resized(path, size)
         if transform is not None:
-            return transform(to_transform_input(resized))
+            return transform(resized)
         tensor = to_unit_float(resized)
     return transform(tensor) if transform is not None else tensor
 
 
 __all__ = [
     "DICOM_SUFFIXES",
+    "PrepareImage",
     "build_image_transform",
     "is_dicom",
     "load_image",
@@ -439,7 +457,6 @@ __all__ = [
     "read_raster",
     "read_resized",
     "resize_pil_image",
-    "to_transform_input",
     "to_unit_float",
     "verify_image",
 ]
