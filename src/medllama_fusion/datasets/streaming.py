@@ -171,7 +171,8 @@ class StreamItemReader:
                 item["pixel_values"] = self.finisher.finish_image(image)
             else:
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(sample_seed(self.seed, self._epoch(), index))
+                    seed = sample_seed(self.seed, self._epoch(), index)
+                    torch.default_generator.manual_seed(seed)  # CPU only, as the plain loader
                     item["pixel_values"] = self.finisher.finish_image(image)
             item["image_present"] = present
         if bool(raw["has_labels"]):
