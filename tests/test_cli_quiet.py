@@ -56,7 +56,11 @@ def test_help_is_quiet_and_skips_the_model_stack() -> None:
     ``fit --help`` (LightningCLI) prints no warning either."""
     result = _run("-X", "importtime", "-m", "medllama_fusion", "--help")
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("{fit,validate,test,predict,explain,export,optimize}", "paper/parallel_r2", "quickstart"):
+    for name in (
+        "{fit,validate,test,predict,explain,export,optimize}",
+        "paper/parallel_r2",
+        "quickstart",
+    ):
         assert name in result.stdout
     assert _without_importtime(result.stderr).strip() == ""
     assert not {"torch", "lightning", "peft", "bitsandbytes"} & _imported(result.stderr)
