@@ -16,6 +16,7 @@ kept, non-quantized tensor is compared bit-for-bit with the file. Any discrepanc
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import warnings
@@ -376,6 +377,19 @@ def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dt
     return replaced
 
 
+@functools.lru_cache(maxsize=4)
+def _gguf_config(path: str, size: int, mtime_ns: int) -> PretrainedConfig:
+    """The transformers config of a local GGUF file, parsed once per file version.
+
+    Reading a GGUF's metadata walks every field (the whole tokenizer vocabulary): about 5 s for
+    SmolLM2-135M. ``size`` and ``mtime_ns`` are part of the key so a rewritten file is read again;
+    callers get a deep copy.
+    """
+    del size, mtime_ns  # cache key only
+    file = Path(path)
+    return AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name)  # type: ignore[no-any-return]
+
+
 class LlamaBackbone(nn.Module):
     """Token embeddings + the first decoder layers of a LLaMA-family causal LM.
 
@@ -445,7 +459,14 @@ class LlamaBackbone(nn.Module):
         if gguf_file is not None:
             common["gguf_file"] = gguf_file
         try:
-            llama_config = AutoConfig.from_pretrained(pretrained, **common)
+            local_gguf = Path(pretrained, gguf_file) if gguf_file is not None else None
+            if local_gguf is not None and local_gguf.is_file():
+                stat = local_gguf.stat()
+                llama_config = copy.deepcopy(
+                    _gguf_config(str(local_gguf.resolve()), stat.st_size, stat.st_mtime_ns)
+                )
+            else:
+                llama_config = AutoConfig.from_pretrained(pretrained, **common)
         except (OSError, ValueError) as err:
             raise FileNotFoundError(
                 f"BackboneConfig.pretrained={cfg.pretrained!r}: cannot load a config ({err}); "
