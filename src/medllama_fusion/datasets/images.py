@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ from torchvision.transforms.v2 import functional as F
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic")
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+_T = TypeVar("_T")
 
 
 def _has_dicom_suffix(path: Path) -> bool:
@@ -166,6 +168,21 @@ def _check_file(path: str | Path) -> Path:
     return path
 
 
+def _by_format(path: Path, raster: Callable[[Path], _T], dicom: Callable[[Path], _T]) -> _T:
+    """Run ``raster(path)`` or ``dicom(path)`` with the file opened once in the common case.
+
+    A DICOM suffix goes to ``dicom``; anything else to ``raster`` (Pillow), and only a file
+    Pillow cannot identify is checked for the ``DICM`` preamble and given to ``dicom``.
+    """
+    if not _has_dicom_suffix(path):
+        try:
+            return raster(path)
+        except UnidentifiedImageError:
+            if not _has_dicom_preamble(path):
+                raise
+    return dicom(path)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read any supported radiograph as a full-size 2-D ``float32`` array in ``[0, 1]``.
 
@@ -179,15 +196,7 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises:
         FileNotFoundError: If ``path`` does not exist.
     """
-    path = _check_file(path)
-    if _has_dicom_suffix(path):
-        return read_dicom(path)
-    try:
-        return read_raster(path)
-    except UnidentifiedImageError:
-        if _has_dicom_preamble(path):
-            return read_dicom(path)
-        raise
+    return _by_format(_check_file(path), read_raster, read_dicom)
 
 
 def resize_pil_image(image: Image.Image, size: int | Sequence[int]) -> torch.Tensor:
@@ -257,15 +266,12 @@ def read_resized(path: str | Path, size: int | Sequence[int]) -> torch.Tensor:
         ValueError: If ``size`` is not positive.
     """
     target = _size_pair(size)
-    path = _check_file(path)
-    if not _has_dicom_suffix(path):
-        try:
-            return _resized_raster(path, target)
-        except UnidentifiedImageError:
-            if not _has_dicom_preamble(path):
-                raise
-    pixels = torch.from_numpy(np.ascontiguousarray(read_dicom(path))).unsqueeze(0)
-    return F.resize(pixels, list(target), antialias=True)
+
+    def resized_dicom(file: Path) -> torch.Tensor:
+        pixels = torch.from_numpy(np.ascontiguousarray(read_dicom(file))).unsqueeze(0)
+        return F.resize(pixels, list(target), antialias=True)
+
+    return _by_format(_check_file(path), lambda file: _resized_raster(file, target), resized_dicom)
 
 
 def to_unit_float(image: torch.Tensor) -> torch.Tensor:
@@ -300,23 +306,24 @@ def verify_image(path: str | Path) -> str | None:
     path = Path(path)
     if not path.is_file():
         return "file not found"
-    try:
-        if not _has_dicom_suffix(path):
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-                return None
-            except UnidentifiedImageError:
-                if not _has_dicom_preamble(path):
-                    raise
+
+    def raster(file: Path) -> str | None:
+        with Image.open(file) as image:
+            image.verify()
+        return None
+
+    def dicom(file: Path) -> str | None:
         import pydicom
 
-        dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+        dataset = pydicom.dcmread(str(file), stop_before_pixels=True)
         if "Rows" not in dataset or "Columns" not in dataset:
             return "DICOM header has no image size (Rows/Columns); not an image"
+        return None
+
+    try:
+        return _by_format(path, raster, dicom)
     except Exception as error:  # any decoder error means "corrupt" for our purposes
         return f"unreadable image ({type(error).__name__}: {error})"
-    return None
 
 
 class PrepareImage:
