@@ -207,13 +207,7 @@ def eval_batches(dm: OpenIDataModule) -> Iterable[dict[str, Any]]:
     """The training split read the way validation reads (no augmentation, no shuffle)."""
     dataset = dm.datasets["train"]
     dataset.transform = build_image_transform(TARGET, train=False)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=dm.batch_size,
-        num_workers=dm.num_workers,
-        collate_fn=dm.collator(),
-    )
-    return loader
+    return torch.utils.data.DataLoader(dataset, **dm.loader_options())
 
 
 def streaming_rates(root: Path, workers: int, scratch: Path) -> dict[str, float] | None:

@@ -1,24 +1,18 @@
-"""The speed benchmark runs end to end at tiny size on CPU (the GPU run uses the same code)."""
+"""The speed benchmarks run end to end at tiny size on CPU (the GPU run uses the same code)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+from tests.benchmark_loader import load_benchmark
 
 
 @pytest.mark.slow
 def test_train_speed_tiny(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("train_speed", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["train_speed"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("train_speed")
     out = tmp_path / "speed.json"
     result = bench.main(
         [
@@ -64,12 +58,7 @@ def test_train_speed_tiny(tmp_path: Path) -> None:
 
 
 def test_data_speed_tiny(tmp_path: Path) -> None:
-    path = BENCH.parent / "data_speed.py"
-    spec = importlib.util.spec_from_file_location("data_speed", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["data_speed"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("data_speed")
     out = tmp_path / "data.json"
     args = ["--count", "6", "--sizes", "60x48", "--workers", "0", "--repeats", "1"]
     result = bench.main([*args, "--data-dir", str(tmp_path / "files"), "--json", str(out)])

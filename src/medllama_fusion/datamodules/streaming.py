@@ -201,15 +201,7 @@ class StreamingDataModule(FusionDataModule):
             drop_last=(True if self.drop_last else None) if train else False,
             cache_dir=self.stream_cache_dir,
         )
-        loader: DataLoader[Any] = litdata.StreamingDataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            prefetch_factor=self.prefetch_factor,
-            collate_fn=self.collator(),
-        )
+        loader: DataLoader[Any] = litdata.StreamingDataLoader(dataset, **self.loader_options())
         return loader
 
     def train_dataloader(self) -> DataLoader[Any]:
