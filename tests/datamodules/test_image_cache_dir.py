@@ -11,6 +11,7 @@ import torch
 from medllama_fusion.datamodules import OpenIDataModule
 from medllama_fusion.datasets import image_cache
 from medllama_fusion.datasets.images import read_resized
+from medllama_fusion.errors import InputError
 from tests.datasets.monai_fixture import write_monai_root
 
 
@@ -44,3 +45,11 @@ def test_cached_batches_equal_decoded_ones(tmp_path: Path, monkeypatch: pytest.M
             if epoch == 1:
                 assert len(decoded) == before  # second pass: nothing decoded
     assert len(decoded) == len(cached.datasets["train"]) + len(cached.datasets["val"])
+
+
+def test_cache_folder_that_is_a_file_stops_setup(tmp_path: Path) -> None:
+    root = write_monai_root(tmp_path)
+    (tmp_path / "taken").write_text("a file")
+    dm = OpenIDataModule(str(root), image_size=24, image_cache_dir=str(tmp_path / "taken"))
+    with pytest.raises(InputError, match=r"image_cache_dir=.*taken"):
+        dm.setup("fit")

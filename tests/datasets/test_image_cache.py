@@ -13,6 +13,7 @@ from PIL import Image
 from medllama_fusion.datasets import image_cache
 from medllama_fusion.datasets.image_cache import ImageCache
 from medllama_fusion.datasets.images import read_resized
+from medllama_fusion.errors import InputError
 from tests.datasets.test_read_resized import film
 
 
@@ -66,3 +67,18 @@ def test_partial_entry_is_rewritten(tmp_path: Path, decodes: list[str]) -> None:
     assert torch.equal(cache.read(path, 32), read_resized(path, 32))
     assert len(decodes) == 1
     assert not list(entry.parent.glob("*.tmp"))
+
+
+def test_unusable_cache_folder_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    Image.fromarray(film(), mode="L").save(path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match=r"image_cache_dir=.*a_file.*cannot create the folder"):
+        ImageCache(blocker).prepare()
+    cache = ImageCache(tmp_path / "cache")
+    cache.prepare()
+    entry = cache.entry(path, 32)
+    entry.parent.write_text("a file where the entry's folder goes")
+    with pytest.raises(InputError, match="cannot write to the image cache"):
+        cache.read(path, 32)

@@ -579,7 +579,8 @@ class FusionDataModule(pl.LightningDataModule):
             DataProblemError: Under ``bad_input="error"`` when any problem was found.
             SplitLeakError: If a sample id or report group is in two fixed splits.
             EmptySplitError: If a split ends up without samples.
-            InputError: If a served modality is absent from every sample.
+            InputError: If a served modality is absent from every sample, or
+                ``image_cache_dir`` cannot be created or written.
         """
         if self.datasets:
             return
@@ -620,6 +621,8 @@ class FusionDataModule(pl.LightningDataModule):
             self.samples = split_samples(samples, self.split_sizes, self.split_seed)
         self._check_splits(loaded)
         cache = ImageCache(self.image_cache_dir) if self.image_cache_dir else None
+        if cache is not None and "image" in self.modalities:
+            cache.prepare()
         for name in SPLIT_NAMES:
             transform = build_image_transform(
                 self.image_size,

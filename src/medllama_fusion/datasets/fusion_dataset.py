@@ -195,6 +195,8 @@ class FusionDataset(Dataset[dict[str, Any]]):
             if self.image_cache is not None:
                 return self.image_cache.read(sample.image_path, self.image_size)
             return read_resized(sample.image_path, self.image_size)
+        except InputError:
+            raise  # already names what to change (e.g. an unwritable image cache)
         except Exception as error:  # any decoder error: name the file and the sample
             raise ImageReadError(
                 f"cannot read image {sample.image_path} of sample {sample.id!r} "

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from medllama_fusion.datasets.images import read_resized
+from medllama_fusion.errors import InputError
 
 CACHE_FORMAT = "1"
 """Version of the cache entries (part of every key; bumped when the decoding changes)."""
@@ -44,6 +45,24 @@ class ImageCache:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
+
+    def prepare(self) -> None:
+        """Create the cache folder now, so a bad ``image_cache_dir`` fails before training.
+
+        Raises:
+            InputError: If the folder cannot be created or is not writable.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(
+                f"image_cache_dir={str(self.root)!r}: cannot create the folder ({error}); pass a "
+                "writable folder path."
+            ) from None
+        if not os.access(self.root, os.W_OK):
+            raise InputError(
+                f"image_cache_dir={str(self.root)!r} is not writable; pass a writable folder path."
+            )
 
     def entry(self, path: str | Path, size: int | Sequence[int]) -> Path:
         """Return the cache file of image ``path`` at ``size`` (which may not exist yet).
@@ -79,6 +98,9 @@ class ImageCache:
 
         Returns:
             The tensor :func:`~medllama_fusion.datasets.images.read_resized` returns.
+
+        Raises:
+            InputError: If the entry cannot be written (the source file's errors pass through).
         """
         entry = self.entry(path, size)
         try:
@@ -86,7 +108,13 @@ class ImageCache:
         except (FileNotFoundError, ValueError, EOFError, OSError):
             pass  # not cached yet (or a partial file from a killed run): decode again
         image = read_resized(path, size)
-        self._write(entry, image)
+        try:
+            self._write(entry, image)
+        except OSError as error:
+            raise InputError(
+                f"cannot write to the image cache {self.root} ({error}); free space or pass "
+                "another image_cache_dir."
+            ) from None
         return image
 
     def _write(self, entry: Path, image: torch.Tensor) -> None:
