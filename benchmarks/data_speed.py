@@ -49,12 +49,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medllama_fusion.datamodules import OpenIDataModule
-from medllama_fusion.datasets.images import (
+from medllama_fusion.data.images import (
     build_image_transform,
     is_dicom,
     load_image,
 )
+from medllama_fusion.datamodules import OpenIDataModule
 from medllama_fusion.datasets.labels import OPENI_LABELS
 
 TARGET = 224
@@ -101,7 +101,7 @@ def write_folder(root: Path, count: int, height: int, width: int) -> Path:
             for i, name in enumerate(rows):
                 labels = [str(int((i + k) % 5 == 0)) for k in range(len(OPENI_LABELS))]
                 writer.writerow([name, REPORT, *labels])
-    from medllama_fusion.datasets.demo import build_demo_tokenizer
+    from medllama_fusion.demo import build_demo_tokenizer
 
     build_demo_tokenizer([REPORT]).save_pretrained(str(root / "tokenizer"))  # type: ignore[attr-defined]
     marker.touch()
@@ -216,8 +216,8 @@ def streaming_rates(root: Path, workers: int, scratch: Path) -> dict[str, float]
         import litdata  # noqa: F401
     except ImportError:
         return None
+    from medllama_fusion.data.streaming import write_streaming_dataset
     from medllama_fusion.datamodules import StreamingDataModule
-    from medllama_fusion.datasets.streaming import write_streaming_dataset
 
     output = scratch / "stream"
     shutil.rmtree(output, ignore_errors=True)

@@ -154,8 +154,8 @@ def test_parameter_report_table() -> None:
 def test_num_threads_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    from medllama_fusion.cli.main import NUM_THREADS_ENV, set_num_threads_from_env
     from medllama_fusion.errors import InputError
-    from medllama_fusion.main import NUM_THREADS_ENV, set_num_threads_from_env
 
     before = torch.get_num_threads()
     monkeypatch.delenv(NUM_THREADS_ENV, raising=False)

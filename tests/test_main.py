@@ -10,16 +10,16 @@ import yaml
 from lightning.pytorch import LightningDataModule
 from torch._utils import ExceptionWrapper
 
-from medllama_fusion.configs import list_presets, preset_arguments, preset_files, preset_path
-from medllama_fusion.datasets import DataProblem, DataProblemError
-from medllama_fusion.errors import InputError
-from medllama_fusion.main import (
+from medllama_fusion.cli.main import (
     DEBUG_ENV,
     cli_main,
     main,
     resolve_preset_configs,
     user_error_message,
 )
+from medllama_fusion.configs import list_presets, preset_arguments, preset_files, preset_path
+from medllama_fusion.datasets import DataProblem, DataProblemError
+from medllama_fusion.errors import InputError
 
 
 def test_presets_listed_and_found() -> None:
@@ -226,7 +226,7 @@ def test_main_prints_input_errors_and_debug_env_reraises(
     def broken(args: object = None) -> None:
         raise FileNotFoundError(2, "No such file or directory", str(missing))
 
-    monkeypatch.setattr("medllama_fusion.main.cli_main", broken)
+    monkeypatch.setattr("medllama_fusion.cli.main.cli_main", broken)
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2
@@ -236,7 +236,7 @@ def test_main_prints_input_errors_and_debug_env_reraises(
     monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(FileNotFoundError):
         main([])
-    monkeypatch.setattr("medllama_fusion.main.cli_main", lambda args=None: 1 / 0)
+    monkeypatch.setattr("medllama_fusion.cli.main.cli_main", lambda args=None: 1 / 0)
     monkeypatch.delenv(DEBUG_ENV)
     with pytest.raises(ZeroDivisionError):  # a bug is never hidden
         main([])

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medllama_fusion.cli.main import cli_main
 from medllama_fusion.configs import preset_path
-from medllama_fusion.main import cli_main
 
 CHANCE = 0.5
 MARGIN = 0.25

@@ -27,8 +27,8 @@ install_filters()
 # ``__getattr__``) so that ``import medllama_fusion``, the command-line help and the preset listing
 # do not pay for torch, transformers and peft until a class is actually used.
 _EXPORTS: dict[str, str] = {
-    "EpochSeed": "medllama_fusion.callbacks",
-    "PredictionCSVWriter": "medllama_fusion.callbacks",
+    "EpochSeed": "medllama_fusion.trainers",
+    "PredictionCSVWriter": "medllama_fusion.trainers",
     "list_presets": "medllama_fusion.configs",
     "preset_path": "medllama_fusion.configs",
     "CSVDataModule": "medllama_fusion.datamodules",
@@ -38,15 +38,15 @@ _EXPORTS: dict[str, str] = {
     "DataProblemError": "medllama_fusion.datasets",
     "OpenIDataset": "medllama_fusion.datasets",
     "InputError": "medllama_fusion.errors",
-    "OperatingPoints": "medllama_fusion.operating_points",
-    "FusionPipeline": "medllama_fusion.pipeline",
+    "OperatingPoints": "medllama_fusion.trainers",
+    "FusionPipeline": "medllama_fusion.inference",
     "OPENI_LABELS": "medllama_fusion.datasets",
     "download_openi": "medllama_fusion.datasets",
     "labels_from_mesh": "medllama_fusion.datasets",
     "load_openi_reports": "medllama_fusion.datasets",
-    "load_tokenizer": "medllama_fusion.datasets",
-    "make_demo_dataset": "medllama_fusion.datasets",
-    "mask_label_words": "medllama_fusion.datasets",
+    "load_tokenizer": "medllama_fusion.data",
+    "make_demo_dataset": "medllama_fusion.demo",
+    "mask_label_words": "medllama_fusion.data",
     "DefinedMultilabelAUROC": "medllama_fusion.metrics",
     "auroc_report": "medllama_fusion.metrics",
     "bootstrap_auroc": "medllama_fusion.metrics",
@@ -71,26 +71,24 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = frozenset(
     {
-        "callbacks",
+        "cli",
         "configs",
+        "data",
         "datamodules",
         "datasets",
+        "demo",
         "errors",
-        "explain",
-        "export",
-        "main",
+        "inference",
         "metrics",
         "models",
-        "operating_points",
-        "pipeline",
         "trainers",
         "tuners",
     }
 )
 
 if TYPE_CHECKING:
-    from medllama_fusion.callbacks import EpochSeed, PredictionCSVWriter
     from medllama_fusion.configs import list_presets, preset_path
+    from medllama_fusion.data import load_tokenizer, mask_label_words
     from medllama_fusion.datamodules import CSVDataModule, FusionDataModule, OpenIDataModule
     from medllama_fusion.datasets import (
         OPENI_LABELS,
@@ -100,11 +98,10 @@ if TYPE_CHECKING:
         download_openi,
         labels_from_mesh,
         load_openi_reports,
-        load_tokenizer,
-        make_demo_dataset,
-        mask_label_words,
     )
+    from medllama_fusion.demo import make_demo_dataset
     from medllama_fusion.errors import InputError
+    from medllama_fusion.inference import FusionPipeline
     from medllama_fusion.metrics import DefinedMultilabelAUROC, auroc_report, bootstrap_auroc
     from medllama_fusion.models import (
         BackboneConfig,
@@ -123,9 +120,12 @@ if TYPE_CHECKING:
         VisionEncoder,
         format_parameter_report,
     )
-    from medllama_fusion.operating_points import OperatingPoints
-    from medllama_fusion.pipeline import FusionPipeline
-    from medllama_fusion.trainers import FusionClassifier
+    from medllama_fusion.trainers import (
+        EpochSeed,
+        FusionClassifier,
+        OperatingPoints,
+        PredictionCSVWriter,
+    )
     from medllama_fusion.tuners.lora import LoraSettings
 
 __all__ = [

@@ -1,6 +1,6 @@
 """``python -m medllama_fusion`` runs the command-line interface."""
 
-from .console import main
+from medllama_fusion.cli.console import main
 
 __all__ = ["main"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medllama_fusion.datasets.demo import make_demo_dataset
+from medllama_fusion.demo import make_demo_dataset
 
 
 @pytest.fixture(scope="session")

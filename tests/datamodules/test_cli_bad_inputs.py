@@ -1,7 +1,7 @@
 """Bad data through the command line: non-zero exit, the culprit named, no traceback.
 
 These tests need the command line to print ``InputError`` messages cleanly (one message, exit
-status 2, no traceback). That printing is built in ``medllama_fusion.main`` separately; until it
+status 2, no traceback). That printing is built in ``medllama_fusion.cli.main`` separately; until it
 is merged these subprocess tests fail on the "no Traceback" assertion only. The message content
 itself is checked through the Python API in ``test_monai_layout.py`` and ``test_modalities.py``.
 """

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
+from medllama_fusion.data import image_cache
+from medllama_fusion.data.images import read_resized
 from medllama_fusion.datamodules import OpenIDataModule
-from medllama_fusion.datasets import image_cache
-from medllama_fusion.datasets.images import read_resized
 from medllama_fusion.errors import InputError
 from tests.datasets.monai_fixture import write_monai_root
 

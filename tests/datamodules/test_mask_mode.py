@@ -8,7 +8,7 @@ import pytest
 
 from medllama_fusion.datamodules import OpenIDataModule
 from medllama_fusion.datamodules.base import _mask_generic_label_words
-from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.datasets.base import FusionSample
 from medllama_fusion.errors import InputError
 
 REPORT = "The heart is enlarged. No pleural effusion. Compared with the prior study."

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
+from medllama_fusion.data.dataset import ImageReadError
 from medllama_fusion.datamodules import OpenIDataModule
-from medllama_fusion.datasets.fusion_dataset import ImageReadError
 from medllama_fusion.errors import InputError
 
 FILES = ("train.csv", "validation.csv", "test.csv")
@@ -131,7 +131,7 @@ def test_truncated_image_names_file_and_sample(demo_root: Path) -> None:
 
 @pytest.mark.parametrize("modalities", ["[text]", "[image]", "[text, image]"])
 def test_modality_ablation_trains(demo_root: Path, tmp_path: Path, modalities: str) -> None:
-    from medllama_fusion.main import cli_main
+    from medllama_fusion.cli.main import cli_main
 
     cli = cli_main(
         [

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medllama_fusion.datamodules import CSVDataModule, OpenIDataModule
-from medllama_fusion.datasets.validation import CSVEncodingError, EmptySplitError, SplitLeakError
+from medllama_fusion.datasets.problems import CSVEncodingError, EmptySplitError, SplitLeakError
 from medllama_fusion.errors import InputError
 from tests.datasets.monai_fixture import read_ids, write_monai_root
 
@@ -169,7 +169,7 @@ def test_generic_csv_patient_in_two_splits_is_a_leak(tmp_path: Path) -> None:
 
 
 def test_published_layout_fits_tests_and_predicts_every_row(tmp_path: Path) -> None:
-    from medllama_fusion.main import cli_main
+    from medllama_fusion.cli.main import cli_main
 
     root = write_monai_root(tmp_path / "data", index_column="")
     conf = Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml"

@@ -19,10 +19,10 @@ from medllama_fusion.datamodules import (
     ResumableDataLoader,
     split_samples,
 )
-from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.datasets.base import FusionSample
 from medllama_fusion.datasets.labels import MONAI_COLUMN_NAMES, OPENI_LABELS
 from medllama_fusion.datasets.nlm_reports import load_openi_reports
-from medllama_fusion.datasets.validation import DataProblemError
+from medllama_fusion.datasets.problems import DataProblemError
 
 
 def make_dm(root: Path, **kwargs: Any) -> OpenIDataModule:

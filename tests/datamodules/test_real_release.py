@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medllama_fusion.data.splits import positive_counts
 from medllama_fusion.datamodules import OpenIDataModule, stratified_split_samples
-from medllama_fusion.datamodules.splits import positive_counts
-from medllama_fusion.datasets.demo import build_demo_tokenizer
 from medllama_fusion.datasets.nlm_reports import (
     load_openi_reports,
     load_view_positions,
     select_images,
 )
+from medllama_fusion.demo import build_demo_tokenizer
 from tests.assets import asset_path
 
 pytestmark = pytest.mark.real_assets
@@ -115,7 +115,7 @@ def test_raw_release_trains_through_the_cli_with_defaults(
     real_root: dict[str, object], tmp_path: Path
 ) -> None:
     """fit on the real release (3929 usable reports, 7 images on disk) with data defaults."""
-    from medllama_fusion.main import cli_main
+    from medllama_fusion.cli.main import cli_main
 
     root = real_root["root"]
     assert isinstance(root, Path)

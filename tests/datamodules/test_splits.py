@@ -13,7 +13,7 @@ from medllama_fusion.datamodules import (
     split_samples,
     stratified_split_samples,
 )
-from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.datasets.base import FusionSample
 
 RATE = (0.4, 0.2, 0.05, 0.02, 0.01)  # common → rare classes
 

@@ -94,7 +94,7 @@ def write_monai_root(
     Returns:
         ``root``.
     """
-    from medllama_fusion.datasets.demo import build_demo_tokenizer
+    from medllama_fusion.demo import build_demo_tokenizer
 
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows = report_rows(sum(ROWS_PER_FILE.values()))

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from torchmetrics.functional.classification import binary_auroc
 
-from medllama_fusion.datasets.demo import main, make_demo_dataset
+from medllama_fusion.data.text import load_tokenizer
 from medllama_fusion.datasets.labels import MONAI_COLUMN_NAMES, OPENI_LABELS
 from medllama_fusion.datasets.nlm_reports import load_openi_reports, load_view_positions
-from medllama_fusion.datasets.synthetic import demo_split_sizes
-from medllama_fusion.datasets.text import load_tokenizer
+from medllama_fusion.demo import main, make_demo_dataset
+from medllama_fusion.demo.generator import demo_split_sizes
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:
@@ -112,7 +112,7 @@ def test_cli_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_python_m_demo_runs_without_runpy_warning(tmp_path: Path) -> None:
-    command = [sys.executable, "-W", "error::RuntimeWarning", "-m", "medllama_fusion.datasets.demo"]
+    command = [sys.executable, "-W", "error::RuntimeWarning", "-m", "medllama_fusion.demo"]
     command += ["--root", str(tmp_path / "d"), "--n-reports", "6", "--image-size", "16"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from medllama_fusion.datasets import image_cache
-from medllama_fusion.datasets.image_cache import ImageCache
-from medllama_fusion.datasets.images import read_resized
+from medllama_fusion.data import image_cache
+from medllama_fusion.data.image_cache import ImageCache
+from medllama_fusion.data.images import read_resized
 from medllama_fusion.errors import InputError
 from tests.datasets.test_read_resized import film
 

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from torchvision.transforms import v2
 
-from medllama_fusion.datasets.images import (
+from medllama_fusion.data.images import (
     build_image_transform,
     is_dicom,
     load_image,

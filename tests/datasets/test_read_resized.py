@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from medllama_fusion.datasets.images import (
+from medllama_fusion.data.images import (
     build_image_transform,
     load_image,
     read_image,

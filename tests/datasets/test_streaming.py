@@ -11,10 +11,10 @@ import pytest
 import torch
 from jsonargparse import ArgumentParser
 
+from medllama_fusion.cli.main import main as run_cli
+from medllama_fusion.data.streaming import METADATA_FILE, write_streaming_dataset
 from medllama_fusion.datamodules import FusionDataModule, OpenIDataModule, StreamingDataModule
-from medllama_fusion.datasets.streaming import METADATA_FILE, write_streaming_dataset
 from medllama_fusion.errors import InputError
-from medllama_fusion.main import main as run_cli
 from tests.datasets.monai_fixture import write_monai_root
 
 pytest.importorskip("litdata")
@@ -179,7 +179,7 @@ def test_optimize_then_fit_from_the_command_line(
 def test_missing_litdata_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from medllama_fusion.datasets.streaming import require_litdata
+    from medllama_fusion.data.streaming import require_litdata
 
     monkeypatch.setitem(sys.modules, "litdata", None)
     with pytest.raises(InputError, match=r"pip install 'medllama-fusion\[streaming\]'"):

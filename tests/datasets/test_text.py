@@ -9,17 +9,16 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from medllama_fusion.datasets.labels import OPENI_LABELS
-from medllama_fusion.datasets.text import (
+from medllama_fusion.data.text import (
     LABEL_CUES,
     LABEL_SYNONYMS,
-    format_report,
     load_tokenizer,
     mask_label_sentences,
     mask_label_words,
-    strip_anonymization,
     tokenize_reports,
 )
+from medllama_fusion.datasets.labels import OPENI_LABELS
+from medllama_fusion.datasets.reports import format_report, strip_anonymization
 from tests.assets import asset_path
 
 WORDS = [

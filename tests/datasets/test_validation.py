@@ -4,13 +4,8 @@ import logging
 
 import pytest
 
-from medllama_fusion.datasets.validation import (
-    DataProblem,
-    DataProblemError,
-    apply_bad_input_policy,
-    check_bad_input_policy,
-    format_problems,
-)
+from medllama_fusion.data.curation import apply_bad_input_policy, check_bad_input_policy
+from medllama_fusion.datasets.problems import DataProblem, DataProblemError, format_problems
 
 PROBLEMS = [
     DataProblem("missing_image", "CXR1", "/data/a.png", "CXR1"),

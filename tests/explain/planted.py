@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medllama_fusion.datasets.synthetic import _FINDINGS, _NEGATIVE_ONLY_SENTENCES, draw_frontal
+from medllama_fusion.demo.generator import _FINDINGS, _NEGATIVE_ONLY_SENTENCES, draw_frontal
 from medllama_fusion.models import BackboneConfig, ParallelFusion, VisionConfig
 from medllama_fusion.tuners.lora import LoraSettings
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from medllama_fusion.main import main
-from medllama_fusion.pipeline import FusionPipeline
+from medllama_fusion.cli.main import main
+from medllama_fusion.inference.pipeline import FusionPipeline
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from medllama_fusion.datasets.demo import make_demo_dataset
+    from medllama_fusion.demo import make_demo_dataset
 
     base = tmp_path_factory.mktemp("after")
     root = base / "demo"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medllama_fusion.datasets.demo import build_demo_tokenizer
-from medllama_fusion.explain import integrated_gradients
-from medllama_fusion.pipeline import FusionPipeline
+from medllama_fusion.demo import build_demo_tokenizer
+from medllama_fusion.inference.explain import integrated_gradients
+from medllama_fusion.inference.pipeline import FusionPipeline
 
 from .planted import FINDING, PATCH, SIZE, Planted, make_samples, tiny_model, train
 

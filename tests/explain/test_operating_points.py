@@ -7,7 +7,11 @@ import math
 import pytest
 import torch
 
-from medllama_fusion.operating_points import OperatingPoints, select_thresholds, threshold_metrics
+from medllama_fusion.trainers.operating_points import (
+    OperatingPoints,
+    select_thresholds,
+    threshold_metrics,
+)
 
 # class 0: scores 0.1 0.4 0.35 0.8 for labels 0 0 1 1; class 1: no positives at all
 PROBS = torch.tensor([[0.1, 0.2], [0.4, 0.3], [0.35, 0.6], [0.8, 0.1]])

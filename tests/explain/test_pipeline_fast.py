@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from medllama_fusion.datasets.demo import build_demo_tokenizer
+from medllama_fusion.demo import build_demo_tokenizer
 from medllama_fusion.errors import InputError
+from medllama_fusion.inference.pipeline import FusionPipeline
 from medllama_fusion.models import BackboneConfig, SerialFusion, VisionConfig
-from medllama_fusion.pipeline import FusionPipeline
 from medllama_fusion.tuners.lora import LoraSettings
 
 LABELS = ["Cardiomegaly", "Pleural-Effusion", "Edema"]
@@ -113,8 +113,9 @@ def test_export_round_trip(pipe: FusionPipeline, image_file: Path, tmp_path: Pat
 
 
 def test_image_preprocessing_equals_the_data_modules(pipe: FusionPipeline, tmp_path: Path) -> None:
-    from medllama_fusion.datasets.fusion_dataset import FusionDataset, FusionSample
-    from medllama_fusion.datasets.images import build_image_transform
+    from medllama_fusion.data.dataset import FusionDataset
+    from medllama_fusion.data.images import build_image_transform
+    from medllama_fusion.datasets.base import FusionSample
 
     path = tmp_path / "film.jpg"  # a JPEG larger than the target: draft decoding + resize
     ramp = np.add.outer(np.arange(90), np.arange(70)).astype(np.uint8)

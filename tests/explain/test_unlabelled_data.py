@@ -12,7 +12,7 @@ from medllama_fusion.datamodules import CSVDataModule, OpenIDataModule
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from medllama_fusion.datasets.demo import make_demo_dataset
+    from medllama_fusion.demo import make_demo_dataset
 
     root = tmp_path_factory.mktemp("unlabelled") / "demo"
     make_demo_dataset(root, n_reports=40, image_size=16, seed=0, layout="csv")

@@ -9,7 +9,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from medllama_fusion.datasets.demo import make_demo_dataset
+    from medllama_fusion.demo import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
     make_demo_dataset(root, n_reports=120, image_size=32, seed=0, layout="csv")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def cli_validate(conf: str, root: str, out: str, devices: str) -> None:
-    from medllama_fusion.main import cli_main
+    from medllama_fusion.cli.main import cli_main
 
     cli = cli_main(
         [

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from medllama_fusion.cli.main import DEBUG_ENV
+from medllama_fusion.cli.main import cli_main as main
+from medllama_fusion.cli.main import main as run_cli
 from medllama_fusion.datasets import DataProblemError
-from medllama_fusion.main import DEBUG_ENV
-from medllama_fusion.main import cli_main as main
-from medllama_fusion.main import main as run_cli
 from medllama_fusion.trainers import FusionClassifier
 from tests.datasets.monai_fixture import LABEL_COLUMNS as MONAI_LABELS
 

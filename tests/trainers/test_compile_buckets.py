@@ -11,8 +11,8 @@ import torch._dynamo
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch._dynamo.testing import CompileCounterWithBackend
 
+from medllama_fusion.data.dataset import FusionCollator
 from medllama_fusion.datamodules import FusionDataModule, OpenIDataModule
-from medllama_fusion.datasets import FusionCollator
 from medllama_fusion.errors import InputError
 from medllama_fusion.trainers import FusionClassifier
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from medllama_fusion.cpu_threads import (
+from medllama_fusion.cli.main import cli_main
+from medllama_fusion.cli.threads import (
     NUM_THREADS_ENV,
     SMALL_MODEL_PARAMETERS,
     apply_thread_policy,
     choose_num_threads,
 )
 from medllama_fusion.errors import InputError
-from medllama_fusion.main import cli_main
 
 from .conftest import cli_args
 

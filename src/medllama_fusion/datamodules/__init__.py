@@ -8,23 +8,13 @@ by ``medllama-fusion optimize`` (LitData's sharded format, read across nodes; op
 ``streaming``).
 """
 
-from medllama_fusion.datamodules.base import FATAL_KINDS, FusionDataModule, LoadedSamples
-from medllama_fusion.datamodules.csv import CSVDataModule
-from medllama_fusion.datamodules.loaders import (
+from medllama_fusion.data.loaders import (
     ResumableDataLoader,
     ResumableSampler,
     SeededDataset,
     sample_seed,
 )
-from medllama_fusion.datamodules.openi import (
-    DEMO_SEED,
-    LAYOUTS,
-    OpenIDataModule,
-    detect_layout,
-    find_view_metadata,
-    write_demo_root,
-)
-from medllama_fusion.datamodules.splits import (
+from medllama_fusion.data.splits import (
     PAPER_SPLIT_FRACTIONS,
     SPLIT_ALIASES,
     SPLIT_NAMES,
@@ -33,6 +23,16 @@ from medllama_fusion.datamodules.splits import (
     split_counts,
     split_samples,
     stratified_split_samples,
+)
+from medllama_fusion.datamodules.base import FATAL_KINDS, FusionDataModule, LoadedSamples
+from medllama_fusion.datamodules.csv import CSVDataModule
+from medllama_fusion.datamodules.openi import (
+    DEMO_SEED,
+    LAYOUTS,
+    OpenIDataModule,
+    detect_layout,
+    find_view_metadata,
+    write_demo_root,
 )
 from medllama_fusion.datamodules.streaming import StreamingDataModule
 

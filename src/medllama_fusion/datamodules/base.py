@@ -26,10 +26,10 @@ here. :meth:`FusionDataModule.setup`
    ends up empty raises; a table of positives per class and split is logged and classes with
    fewer than ``min_split_positives`` positives in validation or test are warned about,
 5. tokenizes each split's reports ONCE with the cache
-   (:func:`~medllama_fusion.datasets.text.tokenize_reports`), never per epoch,
-6. builds :class:`~medllama_fusion.datasets.fusion_dataset.FusionDataset` objects.
+   (:func:`~medllama_fusion.data.text.tokenize_reports`), never per epoch,
+6. builds :class:`~medllama_fusion.data.dataset.FusionDataset` objects.
 
-The training loader is a :class:`~medllama_fusion.datamodules.loaders.ResumableDataLoader`:
+The training loader is a :class:`~medllama_fusion.data.loaders.ResumableDataLoader`:
 its order and augmentation are seeded by ``(shuffle_seed, epoch)``, and its position is saved in
 checkpoints as this data module's state (:meth:`FusionDataModule.state_dict`), so a checkpoint
 written mid-epoch resumes exactly. (Lightning's own loader-state restore is skipped when
@@ -39,7 +39,7 @@ before the checkpoint's loop state is loaded; the data module state is restored 
 ``FusionClassifier(pos_weight="auto")``). DataLoaders pin memory when CUDA is available
 (``pin_memory=None``), keep workers alive between epochs (``persistent_workers`` when
 ``num_workers > 0``) and prefetch ``prefetch_factor`` batches per worker. Batches have the
-format documented in :mod:`medllama_fusion.datasets.fusion_dataset`:
+format documented in :mod:`medllama_fusion.data.dataset`:
 ``input_ids``/``attention_mask`` LongTensor [B, L] padded to the batch's longest report (to
 a fixed length bucket when the model compiles, see ``length_buckets``, or to ``max_length``
 with ``pad_to_max_length=True``) and ``text_present`` (text runs),
@@ -61,8 +61,21 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from medllama_fusion.datamodules.loaders import ResumableDataLoader
-from medllama_fusion.datamodules.splits import (
+from medllama_fusion.data.curation import (
+    NOT_USED,
+    NOTES,
+    USED_WITHOUT_IMAGE,
+    USED_WITHOUT_TEXT,
+    apply_bad_input_policy,
+    check_bad_input_policy,
+    check_missing_modality_policy,
+    format_data_summary,
+)
+from medllama_fusion.data.dataset import FusionCollator, FusionDataset
+from medllama_fusion.data.image_cache import ImageCache
+from medllama_fusion.data.images import build_image_transform, verify_image
+from medllama_fusion.data.loaders import ResumableDataLoader
+from medllama_fusion.data.splits import (
     PAPER_SPLIT_FRACTIONS,
     SPLIT_NAMES,
     positive_counts,
@@ -70,39 +83,28 @@ from medllama_fusion.datamodules.splits import (
     split_samples,
     stratified_split_samples,
 )
-from medllama_fusion.datasets.base import LoadedSamples, SampleDataset
-from medllama_fusion.datasets.fusion_dataset import (
-    MODALITIES,
-    FusionCollator,
-    FusionDataset,
-    FusionSample,
-    check_modalities,
-)
-from medllama_fusion.datasets.image_cache import ImageCache
-from medllama_fusion.datasets.images import build_image_transform, verify_image
-from medllama_fusion.datasets.labels import normalize_label_name
-from medllama_fusion.datasets.text import (
+from medllama_fusion.data.text import (
     MASK_MODES,
     load_tokenizer,
     mask_label_words,
     tokenize_reports,
 )
-from medllama_fusion.datasets.validation import (
+from medllama_fusion.datasets.base import (
+    MODALITIES,
+    FusionSample,
+    LoadedSamples,
+    SampleDataset,
+    check_modalities,
+)
+from medllama_fusion.datasets.labels import normalize_label_name
+from medllama_fusion.datasets.problems import (
     CORRUPT_IMAGE,
     EMPTY_REPORT,
     MISSING_IMAGE,
     MISSING_LABEL_COLUMN,
-    NOT_USED,
-    NOTES,
-    USED_WITHOUT_IMAGE,
-    USED_WITHOUT_TEXT,
     DataProblem,
     EmptySplitError,
     SplitLeakError,
-    apply_bad_input_policy,
-    check_bad_input_policy,
-    check_missing_modality_policy,
-    format_data_summary,
 )
 from medllama_fusion.errors import InputError
 
@@ -117,7 +119,7 @@ def _mask_generic_label_words(text: str, label_names: Sequence[str], mode: str =
 
     ``mode="words"`` deletes the words; ``mode="sentence"`` deletes whole sentences that contain
     them (OpenI labels: their synonyms and cue words, see
-    :func:`~medllama_fusion.datasets.text.mask_label_words`).
+    :func:`~medllama_fusion.data.text.mask_label_words`).
     """
     openi: list[str] = []
     literal: list[str] = []
@@ -149,7 +151,7 @@ class FusionDataModule(pl.LightningDataModule):
 
     Args:
         tokenizer: Tokenizer folder, ``.gguf`` file or hub id (offline), loaded with
-            :func:`~medllama_fusion.datasets.text.load_tokenizer`; a tokenizer without pad token
+            :func:`~medllama_fusion.data.text.load_tokenizer`; a tokenizer without pad token
             pads with its eos token.
         label_names: Label names in output order.
         source: The source dataset read at :meth:`setup`; ``None`` for a subclass that
@@ -176,7 +178,7 @@ class FusionDataModule(pl.LightningDataModule):
             (whole sentences naming a label, its synonyms or cue words).
         bad_input: ``"error"`` (default: one exception listing every problem found) or
             ``"skip"`` (warn, leave the affected samples out), see
-            :mod:`medllama_fusion.datasets.validation`.
+            :mod:`medllama_fusion.data.curation`.
         split_sizes: Train/val/test fractions or group (report/patient) counts for the seeded
             split, used only when the data has no fixed split.
         split_seed: Seed of the seeded split.
@@ -205,7 +207,7 @@ class FusionDataModule(pl.LightningDataModule):
             reports it and uses the files as they are (e.g. to reproduce a published split).
         image_cache_dir: Keep every image, decoded and resized to ``image_size``, in this
             folder the first time it is read and read it from there afterwards (epoch 2 on, and
-            later runs): see :mod:`~medllama_fusion.datasets.image_cache`. Augmentation still
+            later runs): see :mod:`~medllama_fusion.data.image_cache`. Augmentation still
             runs every epoch. ``None`` (default) decodes every file every epoch.
     """
 
@@ -766,7 +768,7 @@ class FusionDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader[Any]:
         """Shuffled, resumable training batches (augmented images).
 
-        A :class:`~medllama_fusion.datamodules.loaders.ResumableDataLoader` (torchdata's
+        A :class:`~medllama_fusion.data.loaders.ResumableDataLoader` (torchdata's
         ``StatefulDataLoader``): order and augmentation seeded by ``(shuffle_seed, epoch,
         index)``, each DDP rank reading its own shard, and a position that a mid-epoch checkpoint
         restores exactly.

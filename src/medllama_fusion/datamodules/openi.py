@@ -14,8 +14,8 @@ listed in the setup summary).
 ``download=True`` fetches the release with
 :func:`~medllama_fusion.datasets.download.download_openi` in :meth:`prepare_data`.
 ``demo=True`` makes :meth:`prepare_data` write the synthetic demo dataset
-(:func:`~medllama_fusion.datasets.synthetic.write_demo_root`, seed
-:data:`~medllama_fusion.datasets.synthetic.DEMO_SEED`) into a missing or empty ``root``, so
+(:func:`~medllama_fusion.demo.generator.write_demo_root`, seed
+:data:`~medllama_fusion.demo.generator.DEMO_SEED`) into a missing or empty ``root``, so
 ``medllama-fusion fit --config <quickstart>`` needs no other command. The 14 OpenI label names
 are known at construction, before any data exists. ``tokenizer=None`` uses ``<root>/tokenizer``
 (written by the demo generator) when present.
@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import Any
 
 from medllama_fusion.datamodules.base import FusionDataModule
+from medllama_fusion.datasets.base import MODALITIES
 from medllama_fusion.datasets.download import download_openi
-from medllama_fusion.datasets.fusion_dataset import MODALITIES
 from medllama_fusion.datasets.openi import (
     LAYOUTS,
     METADATA_FILE_NAMES,
@@ -35,7 +35,7 @@ from medllama_fusion.datasets.openi import (
     detect_layout,
     find_view_metadata,
 )
-from medllama_fusion.datasets.synthetic import DEMO_REPORTS, DEMO_SEED, write_demo_root
+from medllama_fusion.demo.generator import DEMO_REPORTS, DEMO_SEED, write_demo_root
 from medllama_fusion.errors import InputError
 
 

@@ -1,6 +1,6 @@
 """``StreamingDataModule``: batches from a stream written by ``medllama-fusion optimize``.
 
-A stream (:mod:`medllama_fusion.datasets.streaming`) holds every split already checked, split,
+A stream (:mod:`medllama_fusion.data.streaming`) holds every split already checked, split,
 tokenized and resized, so this data module does no setup work: it reads the label names, image
 size, ``max_length``, modalities and pad token id from the stream's ``medllama_fusion.json``
 and serves the splits through :class:`litdata.StreamingDataLoader` s. LitData shards each split
@@ -12,7 +12,7 @@ index)``. The training loader's position is saved in checkpoints as this data mo
 so a run resumes mid-epoch.
 
 Batches have the format of every other data module (see
-:mod:`medllama_fusion.datasets.fusion_dataset`); validation and test batches equal those of the
+:mod:`medllama_fusion.data.dataset`); validation and test batches equal those of the
 data module that wrote the stream.
 """
 
@@ -24,9 +24,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from medllama_fusion.data.images import build_image_transform
 from medllama_fusion.datamodules.base import FusionDataModule
-from medllama_fusion.datasets.fusion_dataset import check_modalities
-from medllama_fusion.datasets.images import build_image_transform
+from medllama_fusion.datasets.base import check_modalities
 from medllama_fusion.errors import InputError
 
 _STATE_KEY = "stream_train_loader"
@@ -83,7 +83,7 @@ class StreamingDataModule(FusionDataModule):
         chunk_cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from medllama_fusion.datasets.streaming import read_stream_metadata, require_litdata
+        from medllama_fusion.data.streaming import read_stream_metadata, require_litdata
 
         require_litdata()
         self.input_dir = str(input_dir)
@@ -170,7 +170,7 @@ class StreamingDataModule(FusionDataModule):
 
     def _stream_loader(self, split: str) -> DataLoader[Any]:
         """Build the ``StreamingDataLoader`` of ``split`` (an empty loader for an empty split)."""
-        from medllama_fusion.datasets.streaming import StreamItemReader, open_stream
+        from medllama_fusion.data.streaming import StreamItemReader, open_stream
 
         train = split == "train"
         if self.counts.get(split, 0) == 0:

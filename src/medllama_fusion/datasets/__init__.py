@@ -1,19 +1,26 @@
-"""Datasets: the data sources and what reading them needs.
+"""Source datasets: each owns its files and turns them into samples.
 
-Source datasets own their files (:class:`OpenIDataset` for the raw NLM release and the MONAI
-CSVs, :class:`CSVDataset` for generic CSVs; both :class:`SampleDataset`), built on the readers
-(:mod:`~medllama_fusion.datasets.nlm_reports` for the NLM XML,
-:mod:`~medllama_fusion.datasets.csv_reader`), the OpenI labels and MeSH mapping
-(:mod:`~medllama_fusion.datasets.labels`), report text and tokenization
-(:mod:`~medllama_fusion.datasets.text`), image I/O (:mod:`~medllama_fusion.datasets.images`)
-and the bad-input policy (:mod:`~medllama_fusion.datasets.validation`).
-:class:`FusionDataset` is the per-split torch dataset the data modules batch;
-:mod:`~medllama_fusion.datasets.download` fetches the release and
-:mod:`~medllama_fusion.datasets.synthetic` writes synthetic demo data
-(``python -m medllama_fusion.datasets.demo``).
+:class:`OpenIDataset` reads OpenI in the raw NLM release or the MONAI TransCheX CSV layout (and
+can download the release), :class:`CSVDataset` any CSV of image path, report and label columns;
+both are :class:`SampleDataset` s. They are built on the readers for the NLM XML
+(:mod:`~medllama_fusion.datasets.nlm_reports`) and CSV files
+(:mod:`~medllama_fusion.datasets.csv_reader`), the OpenI labels and MeSH mapping
+(:mod:`~medllama_fusion.datasets.labels`) and the report format
+(:mod:`~medllama_fusion.datasets.reports`). A source never raises for a bad sample: it returns
+the :class:`DataProblem` s it met beside the samples
+(:mod:`~medllama_fusion.datasets.problems`). What happens next (curation, preprocessing,
+batches) is in :mod:`medllama_fusion.data` and :mod:`medllama_fusion.datamodules`.
 """
 
-from medllama_fusion.datasets.base import LoadedSamples, SampleDataset
+from medllama_fusion.datasets.base import (
+    MODALITIES,
+    SPLIT_ALIASES,
+    SPLIT_NAMES,
+    FusionSample,
+    LoadedSamples,
+    SampleDataset,
+    check_modalities,
+)
 from medllama_fusion.datasets.csv import CSVDataset
 from medllama_fusion.datasets.csv_reader import CSVReadResult, read_samples_csv
 from medllama_fusion.datasets.download import (
@@ -23,21 +30,6 @@ from medllama_fusion.datasets.download import (
     download_file,
     download_openi,
     marker_path,
-)
-from medllama_fusion.datasets.fusion_dataset import (
-    MODALITIES,
-    FusionCollator,
-    FusionDataset,
-    FusionSample,
-    ImageReadError,
-    check_modalities,
-)
-from medllama_fusion.datasets.images import (
-    build_image_transform,
-    is_dicom,
-    load_image,
-    read_image,
-    verify_image,
 )
 from medllama_fusion.datasets.labels import (
     MESH_RULES,
@@ -68,38 +60,19 @@ from medllama_fusion.datasets.nlm_reports import (
     select_images,
 )
 from medllama_fusion.datasets.openi import LAYOUTS, OpenIDataset, detect_layout, find_view_metadata
-from medllama_fusion.datasets.synthetic import (
-    DEMO_SEED,
-    build_demo_tokenizer,
-    make_demo_dataset,
-    write_demo_root,
-)
-from medllama_fusion.datasets.text import (
-    LABEL_SYNONYMS,
-    format_report,
-    label_word_pattern,
-    load_tokenizer,
-    mask_label_words,
-    strip_anonymization,
-    tokenization_cache_key,
-    tokenize_reports,
-    tokenizer_fingerprint,
-)
-from medllama_fusion.datasets.validation import (
+from medllama_fusion.datasets.problems import (
     CSVEncodingError,
     DataFileNotFoundError,
     DataProblem,
     DataProblemError,
     EmptySplitError,
     SplitLeakError,
-    apply_bad_input_policy,
 )
+from medllama_fusion.datasets.reports import format_report, strip_anonymization
 
 __all__ = [
-    "DEMO_SEED",
     "FRONTAL_VIEWS",
     "IMAGES_FOLDER",
-    "LABEL_SYNONYMS",
     "LAYOUTS",
     "MESH_RULES",
     "MODALITIES",
@@ -109,6 +82,8 @@ __all__ = [
     "OPENI_LABELS",
     "OPENI_URLS",
     "REPORTS_FOLDER",
+    "SPLIT_ALIASES",
+    "SPLIT_NAMES",
     "CSVDataset",
     "CSVEncodingError",
     "CSVReadResult",
@@ -117,10 +92,7 @@ __all__ = [
     "DataProblem",
     "DataProblemError",
     "EmptySplitError",
-    "FusionCollator",
-    "FusionDataset",
     "FusionSample",
-    "ImageReadError",
     "LoadedSamples",
     "MeshRule",
     "OpenIDataset",
@@ -128,9 +100,6 @@ __all__ = [
     "ParseProblem",
     "SampleDataset",
     "SplitLeakError",
-    "apply_bad_input_policy",
-    "build_demo_tokenizer",
-    "build_image_transform",
     "check_modalities",
     "column_key",
     "detect_layout",
@@ -138,32 +107,20 @@ __all__ = [
     "download_openi",
     "find_view_metadata",
     "format_report",
-    "is_dicom",
     "iter_report_files",
-    "label_word_pattern",
     "labels_for_mesh_term",
     "labels_from_mesh",
-    "load_image",
     "load_openi_reports",
-    "load_tokenizer",
     "load_view_positions",
-    "make_demo_dataset",
     "marker_path",
-    "mask_label_words",
     "mesh_mapping_markdown",
     "metadata_image_id",
     "normalize_label_name",
     "normalize_label_names",
     "parse_report_xml",
-    "read_image",
     "read_samples_csv",
     "resolve_reports_source",
     "select_images",
     "split_mesh_term",
     "strip_anonymization",
-    "tokenization_cache_key",
-    "tokenize_reports",
-    "tokenizer_fingerprint",
-    "verify_image",
-    "write_demo_root",
 ]

@@ -4,10 +4,10 @@ A source dataset (:class:`~medllama_fusion.datasets.openi.OpenIDataset`,
 :class:`~medllama_fusion.datasets.csv.CSVDataset`) knows where its files are, parses them and
 returns every sample it found together with the problems it met and, when the files define one,
 the fixed split (:meth:`SampleDataset.load`). It also indexes like a sequence of
-:class:`~medllama_fusion.datasets.fusion_dataset.FusionSample` (loaded on first access).
+:class:`~medllama_fusion.data.dataset.FusionSample` (loaded on first access).
 A data module (:mod:`medllama_fusion.datamodules`) chooses a source dataset, applies the
 bad-input policy, splits, tokenizes and batches; per-item image loading happens in
-:class:`~medllama_fusion.datasets.fusion_dataset.FusionDataset`.
+:class:`~medllama_fusion.data.dataset.FusionDataset`.
 
 Example:
     >>> from medllama_fusion.datasets import OpenIDataset
@@ -21,9 +21,69 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from medllama_fusion.datasets.fusion_dataset import FusionSample
-from medllama_fusion.datasets.validation import DataProblem
+from medllama_fusion.datasets.problems import DataProblem
+from medllama_fusion.errors import InputError
+
+MODALITIES: tuple[str, ...] = ("text", "image")
+"""The modalities a data module can serve, in canonical order."""
+
+
+def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+    """Validate a ``modalities`` list and return it in canonical order.
+
+    Args:
+        modalities: A non-empty subset of ``["text", "image"]``.
+
+    Returns:
+        The modalities as a tuple, ``text`` first.
+
+    Raises:
+        InputError: For an empty list or an unknown name.
+    """
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    unknown = [name for name in modalities if name not in MODALITIES]
+    if unknown or not modalities:
+        raise InputError(
+            f"modalities must be a non-empty subset of {list(MODALITIES)}; got {list(modalities)}. "
+            "Use e.g. `modalities: [text]` for a text-only run."
+        )
+    return tuple(name for name in MODALITIES if name in modalities)
+
+
+@dataclass(frozen=True)
+class FusionSample:
+    """One image-report sample (either modality may be missing).
+
+    Attributes:
+        id: Unique sample id (image id for OpenI; row id for CSVs).
+        image_path: Path of the image file; ``None`` when the sample has no image.
+        text: Report text, already formatted (e.g. ``FINDINGS : ... IMPRESSION : ...``); empty
+            when the sample has no report.
+        labels: Label vector in {0, 1}, ordered like the data module's ``label_names``;
+            ``None`` for unlabelled (predict-only) data.
+        group: Grouping key (the report id) so that the images of one report never land in
+            different splits and are resampled together. Defaults to ``id`` when empty.
+    """
+
+    id: str
+    image_path: Path | None
+    text: str
+    labels: tuple[float, ...] | None = None
+    group: str = ""
+
+    @property
+    def group_key(self) -> str:
+        """Return the grouping key (``group`` or, if empty, ``id``)."""
+        return self.group or self.id
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the sample has non-blank report text."""
+        return bool(self.text.strip())
+
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 """Split names, in order (keys of :attr:`LoadedSamples.splits`)."""
@@ -118,4 +178,12 @@ class SampleDataset(abc.ABC, Sequence[FusionSample]):
         return f"{type(self).__name__}({self.describe()})"
 
 
-__all__ = ["SPLIT_ALIASES", "SPLIT_NAMES", "LoadedSamples", "SampleDataset"]
+__all__ = [
+    "MODALITIES",
+    "SPLIT_ALIASES",
+    "SPLIT_NAMES",
+    "FusionSample",
+    "LoadedSamples",
+    "SampleDataset",
+    "check_modalities",
+]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from medllama_fusion.datasets.base import SPLIT_ALIASES, SPLIT_NAMES, LoadedSamples, SampleDataset
 from medllama_fusion.datasets.csv_reader import is_index_column, read_csv_rows, read_samples_csv
-from medllama_fusion.datasets.validation import UNKNOWN_SPLIT, DataProblem
+from medllama_fusion.datasets.problems import UNKNOWN_SPLIT, DataProblem
 from medllama_fusion.errors import InputError
 
 

@@ -17,7 +17,7 @@ Label cells: ``1``/``1.0``/``true`` → 1, ``0``/empty → 0, ``-1`` (CheXpert "
 A pandas index column (empty header or ``Unnamed: 0``, written by ``DataFrame.to_csv`` without
 ``index=False``) is ignored and named in :attr:`CSVReadResult.notes`. Files are read with
 ``encoding`` (default UTF-8, a byte-order mark is accepted); a file in another encoding (e.g.
-cp1252 from Excel) raises :class:`~medllama_fusion.datasets.validation.CSVEncodingError` naming
+cp1252 from Excel) raises :class:`~medllama_fusion.data.curation.CSVEncodingError` naming
 the file and line. Problems (missing label columns, invalid labels, duplicate ids) are returned,
 not raised, so the caller applies the ``bad_input`` policy once for everything; an empty report
 is not a problem here (the data module decides whether the sample is used without text).
@@ -31,9 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.datasets.base import FusionSample
 from medllama_fusion.datasets.labels import column_key
-from medllama_fusion.datasets.validation import (
+from medllama_fusion.datasets.problems import (
     DUPLICATE_ID,
     INDEX_COLUMN,
     INVALID_LABEL,

@@ -40,7 +40,13 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from medllama_fusion.datasets.base import LoadedSamples, SampleDataset
+from medllama_fusion.datasets.base import (
+    MODALITIES,
+    FusionSample,
+    LoadedSamples,
+    SampleDataset,
+    check_modalities,
+)
 from medllama_fusion.datasets.csv_reader import (
     IMAGE_SUFFIXES,
     MONAI_ID_COLUMN,
@@ -49,7 +55,6 @@ from medllama_fusion.datasets.csv_reader import (
     MONAI_TEXT_COLUMN,
     read_samples_csv,
 )
-from medllama_fusion.datasets.fusion_dataset import MODALITIES, FusionSample, check_modalities
 from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_names
 from medllama_fusion.datasets.nlm_reports import (
     FRONTAL_VIEWS,
@@ -59,13 +64,13 @@ from medllama_fusion.datasets.nlm_reports import (
     resolve_reports_source,
     select_images,
 )
-from medllama_fusion.datasets.text import format_report
-from medllama_fusion.datasets.validation import (
+from medllama_fusion.datasets.problems import (
     MALFORMED_XML,
     NO_FRONTAL_IMAGE,
     DataFileNotFoundError,
     DataProblem,
 )
+from medllama_fusion.datasets.reports import format_report
 from medllama_fusion.errors import InputError
 
 LAYOUTS: tuple[str, ...] = ("auto", "raw", "csv")

@@ -16,8 +16,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 
-from medllama_fusion.datasets.base import SPLIT_ALIASES, SPLIT_NAMES
-from medllama_fusion.datasets.fusion_dataset import FusionSample
+from medllama_fusion.datasets.base import SPLIT_ALIASES, SPLIT_NAMES, FusionSample
 from medllama_fusion.errors import InputError
 
 logger = logging.getLogger(__name__)

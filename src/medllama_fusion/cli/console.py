@@ -2,7 +2,7 @@
 
 ``medllama-fusion --help`` (or no arguments) only lists the subcommands and presets, so it is
 answered here from the standard library in a fraction of a second; everything else goes to
-:func:`medllama_fusion.main.main` (LightningCLI), which imports torch and Lightning.
+:func:`medllama_fusion.cli.main.main` (LightningCLI), which imports torch and Lightning.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main(args: Sequence[str] | None = None) -> None:
             print(f"{PROG}: error: choose a subcommand", file=sys.stderr, flush=True)
             sys.exit(2)
         return
-    from medllama_fusion.main import main as cli
+    from medllama_fusion.cli.main import main as cli
 
     cli(argv if args is not None else None)
 

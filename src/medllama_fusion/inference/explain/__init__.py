@@ -2,8 +2,9 @@
 
 ``medllama-fusion explain --ckpt_path RUN/checkpoints/last.ckpt --first 4`` (or
 :func:`explain_samples`) explains chosen samples of a split: for each chosen label it computes
-Integrated Gradients (:func:`~medllama_fusion.explain.attribution.integrated_gradients`) over
-the report's token embeddings and the image's patch tokens, and writes per sample
+Integrated Gradients
+(:func:`~medllama_fusion.inference.explain.attribution.integrated_gradients`) over the report's
+token embeddings and the image's patch tokens, and writes per sample
 ``<id>.png`` (the image and one heatmap per label) and ``<id>.html`` (highlighted tokens,
 the overlay and all probabilities).
 """
@@ -18,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from medllama_fusion.errors import InputError
-from medllama_fusion.explain.attribution import Attributions, integrated_gradients, patch_grid
-from medllama_fusion.explain.render import heatmap, render_html, save_overlay
-from medllama_fusion.pipeline import FusionPipeline, ImageInput
+from medllama_fusion.inference.explain.attribution import (
+    Attributions,
+    integrated_gradients,
+    patch_grid,
+)
+from medllama_fusion.inference.explain.render import heatmap, render_html, save_overlay
+from medllama_fusion.inference.pipeline import FusionPipeline, ImageInput
 
 __all__ = [
     "Attributions",
@@ -223,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output_dir", default="explanations")
     parser.add_argument("--n_steps", type=int, default=32, help="integration steps")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    from medllama_fusion.pipeline import run_datamodule
+    from medllama_fusion.inference.pipeline import run_datamodule
 
     pipe = FusionPipeline.from_checkpoint(args.ckpt_path, config=args.config)
     datamodule = run_datamodule(args.ckpt_path, args.config)

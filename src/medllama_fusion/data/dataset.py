@@ -3,8 +3,8 @@
 A :class:`FusionSample` is one image + report + label vector, whatever the source layout (raw
 NLM XML, MONAI CSV, generic CSV); either modality may be absent (``image_path=None`` or an empty
 ``text``). :class:`FusionDataset` reads the image on access — decoded straight to ``image_size``
-in its own integer type (:func:`~medllama_fusion.datasets.images.read_resized`), or read back
-from an :class:`~medllama_fusion.datasets.image_cache.ImageCache` — converts it to float and
+in its own integer type (:func:`~medllama_fusion.data.images.read_resized`), or read back
+from an :class:`~medllama_fusion.data.image_cache.ImageCache` — converts it to float and
 applies the split's transform (augmentation, normalisation); it returns pre-tokenized ids
 (tokenization happens once per data module, not per epoch).
 ``modalities`` selects what is loaded at all: a text-only dataset never opens an image file, an
@@ -24,19 +24,15 @@ image-only dataset never needs report text. :class:`FusionCollator` builds the b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from medllama_fusion.datasets.image_cache import ImageCache
-from medllama_fusion.datasets.images import read_resized, to_unit_float
+from medllama_fusion.data.image_cache import ImageCache
+from medllama_fusion.data.images import read_resized, to_unit_float
+from medllama_fusion.datasets.base import MODALITIES, FusionSample, check_modalities
 from medllama_fusion.errors import InputError
-
-MODALITIES: tuple[str, ...] = ("text", "image")
-"""The modalities a data module can serve, in canonical order."""
 
 
 class ImageReadError(InputError):
@@ -54,61 +50,6 @@ class ImageReadError(InputError):
         super().__init__(message)
 
 
-def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
-    """Validate a ``modalities`` list and return it in canonical order.
-
-    Args:
-        modalities: A non-empty subset of ``["text", "image"]``.
-
-    Returns:
-        The modalities as a tuple, ``text`` first.
-
-    Raises:
-        InputError: For an empty list or an unknown name.
-    """
-    if isinstance(modalities, str):
-        modalities = [modalities]
-    unknown = [name for name in modalities if name not in MODALITIES]
-    if unknown or not modalities:
-        raise InputError(
-            f"modalities must be a non-empty subset of {list(MODALITIES)}; got {list(modalities)}. "
-            "Use e.g. `modalities: [text]` for a text-only run."
-        )
-    return tuple(name for name in MODALITIES if name in modalities)
-
-
-@dataclass(frozen=True)
-class FusionSample:
-    """One image-report sample (either modality may be missing).
-
-    Attributes:
-        id: Unique sample id (image id for OpenI; row id for CSVs).
-        image_path: Path of the image file; ``None`` when the sample has no image.
-        text: Report text, already formatted (e.g. ``FINDINGS : ... IMPRESSION : ...``); empty
-            when the sample has no report.
-        labels: Label vector in {0, 1}, ordered like the data module's ``label_names``;
-            ``None`` for unlabelled (predict-only) data.
-        group: Grouping key (the report id) so that the images of one report never land in
-            different splits and are resampled together. Defaults to ``id`` when empty.
-    """
-
-    id: str
-    image_path: Path | None
-    text: str
-    labels: tuple[float, ...] | None = None
-    group: str = ""
-
-    @property
-    def group_key(self) -> str:
-        """Return the grouping key (``group`` or, if empty, ``id``)."""
-        return self.group or self.id
-
-    @property
-    def has_text(self) -> bool:
-        """Whether the sample has non-blank report text."""
-        return bool(self.text.strip())
-
-
 class FusionDataset(Dataset[dict[str, Any]]):
     """Map-style dataset over :class:`FusionSample` items with pre-tokenized reports.
 
@@ -124,7 +65,7 @@ class FusionDataset(Dataset[dict[str, Any]]):
         image_size: ``(height, width)`` images are decoded to (and of the zero image given to
             samples without an image).
         image_cache: Keep the resized images on disk and read them from there after the first
-            time (:class:`~medllama_fusion.datasets.image_cache.ImageCache`); ``None``
+            time (:class:`~medllama_fusion.data.image_cache.ImageCache`); ``None``
             decodes every time.
 
     Raises:
@@ -182,7 +123,7 @@ class FusionDataset(Dataset[dict[str, Any]]):
 
         Returns:
             ``Tensor [1, H, W]`` (``uint8``, ``uint16`` or ``float32``, see
-            :func:`~medllama_fusion.datasets.images.read_resized`), or ``None`` when the sample
+            :func:`~medllama_fusion.data.images.read_resized`), or ``None`` when the sample
             has no usable image.
 
         Raises:
@@ -346,11 +287,4 @@ class FusionCollator:
         return batch
 
 
-__all__ = [
-    "MODALITIES",
-    "FusionCollator",
-    "FusionDataset",
-    "FusionSample",
-    "ImageReadError",
-    "check_modalities",
-]
+__all__ = ["FusionCollator", "FusionDataset", "ImageReadError"]

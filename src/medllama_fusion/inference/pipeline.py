@@ -33,14 +33,14 @@ from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import Tensor
 from torchvision.transforms.v2.functional import resize
 
-from medllama_fusion.callbacks import RUN_CONFIG_KEY
-from medllama_fusion.datasets.images import (
+from medllama_fusion.data.images import (
     build_image_transform,
     read_resized,
     resize_pil_image,
 )
 from medllama_fusion.errors import InputError
 from medllama_fusion.models import FusionModel
+from medllama_fusion.trainers.callbacks import RUN_CONFIG_KEY
 
 __all__ = [
     "FusionPipeline",
@@ -198,7 +198,7 @@ def run_datamodule(
 def _to_resized(image: ImageInput, size: int) -> Tensor:
     """Turn one image input into the resized ``[1, size, size]`` image the data modules read.
 
-    Files go through :func:`~medllama_fusion.datasets.images.read_resized`; PIL images and 8- or
+    Files go through :func:`~medllama_fusion.data.images.read_resized`; PIL images and 8- or
     16-bit arrays through the same Pillow resize in their integer type, so every form of the same
     8-bit picture gives the same tensor. Float arrays (values in ``[0, 1]``) are resized as
     floats.
@@ -354,7 +354,7 @@ class FusionPipeline(ModelHubMixin):
         """Return the normalised ``FloatTensor [1, H, W]`` the model sees for one image.
 
         A file is read exactly as the data modules read it (decoded straight to
-        ``image_size``, :func:`~medllama_fusion.datasets.images.read_resized`), so a
+        ``image_size``, :func:`~medllama_fusion.data.images.read_resized`), so a
         prediction here equals the one ``medllama-fusion predict`` writes for that file; a PIL
         image or an 8/16-bit array of the same picture gives the same tensor.
         """
@@ -474,7 +474,7 @@ class FusionPipeline(ModelHubMixin):
     # ------------------------------------------------------------------ export (hub mixin)
     def _save_pretrained(self, save_directory: Path) -> None:
         """Merge LoRA and write weights, ``config.json`` and the tokenizer (hub mixin hook)."""
-        from medllama_fusion.export import export_config, merge_lora, save_weights
+        from medllama_fusion.inference.export import export_config, merge_lora, save_weights
 
         merge_lora(self.model)
         save_weights(self.model, Path(save_directory) / WEIGHTS_NAME)
@@ -510,7 +510,7 @@ class FusionPipeline(ModelHubMixin):
         """Load an exported folder (or hub repo) without Lightning (hub mixin hook)."""
         from transformers import AutoTokenizer
 
-        from medllama_fusion.export import build_exported_model, load_weights
+        from medllama_fusion.inference.export import build_exported_model, load_weights
 
         folder = Path(model_id)
         if not folder.is_dir():

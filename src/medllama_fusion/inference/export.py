@@ -10,10 +10,11 @@
 - ``tokenizer/``: the tokenizer (``save_pretrained``),
 - ``README.md``: a model card (``huggingface_hub``).
 
-:meth:`FusionPipeline.from_pretrained <medllama_fusion.pipeline.FusionPipeline.from_pretrained>`
-loads it (local folder or hub repo) and gives the same outputs as the checkpoint within the
-dtype's tolerance; ``FusionPipeline.push_to_hub`` uploads it. A quantized (QLoRA) base cannot be
-merged exactly: load such a run with ``quantization: null`` before exporting.
+:meth:`FusionPipeline.from_pretrained
+<medllama_fusion.inference.pipeline.FusionPipeline.from_pretrained>` loads it (local folder or
+hub repo) and gives the same outputs as the checkpoint within the dtype's tolerance;
+``FusionPipeline.push_to_hub`` uploads it. A quantized (QLoRA) base cannot be merged exactly:
+load such a run with ``quantization: null`` before exporting.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ def export_checkpoint(
     Returns:
         ``output_dir`` as a path.
     """
-    from medllama_fusion.pipeline import FusionPipeline
+    from medllama_fusion.inference.pipeline import FusionPipeline
 
     pipe = FusionPipeline.from_checkpoint(checkpoint, config=config, map_location="cpu")
     pipe.save_pretrained(output_dir)

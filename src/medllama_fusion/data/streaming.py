@@ -12,7 +12,7 @@ stored item holds what a batch needs, before augmentation:
   and ``text_present``,
 - ``image``: the image decoded and resized to ``image_size`` in its own type (``uint8``,
   ``uint16`` or ``float32``, ``[1, H, W]``, exactly what
-  :meth:`~medllama_fusion.datasets.fusion_dataset.FusionDataset.base_image` returns), and
+  :meth:`~medllama_fusion.data.dataset.FusionDataset.base_image` returns), and
   ``image_present``; a sample without an image stores an empty ``uint8 [1, 0, 0]`` array,
 - ``labels`` (``float32 [C]``, empty for unlabelled samples) and ``has_labels``.
 
@@ -21,7 +21,7 @@ item); arrays of varying dtype and shape are fine (LitData's ``numpy`` serialize
 
 :func:`open_stream` reads a split back as a :class:`litdata.StreamingDataset` whose items are
 rebuilt by :class:`StreamItemReader` into exactly the item dict of
-:class:`~medllama_fusion.datasets.fusion_dataset.FusionDataset`: the image is finished with the
+:class:`~medllama_fusion.data.dataset.FusionDataset`: the image is finished with the
 split's transform at read time (augmentation for ``train``, every epoch), seeded per sample by
 ``(seed, epoch, index)`` like the plain training loader, so a sample's augmentation does not
 depend on which rank or worker reads it. LitData shards a stream across nodes, ranks and
@@ -46,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from medllama_fusion.datamodules.loaders import sample_seed
-from medllama_fusion.datasets.fusion_dataset import MODALITIES, FusionDataset
+from medllama_fusion.data.dataset import FusionDataset
+from medllama_fusion.data.loaders import sample_seed
+from medllama_fusion.datasets.base import MODALITIES
 from medllama_fusion.errors import InputError
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ class PredictionCSVWriter(BasePredictionWriter):
 
     Columns: ``id`` then one column per label name of the module (``label_<i>`` if it has none),
     then ``<label>_decision`` (0/1) per label when the batches carry ``decisions``
-    (:class:`~medllama_fusion.operating_points.OperatingPoints` with thresholds).
+    (:class:`~medllama_fusion.trainers.operating_points.OperatingPoints` with thresholds).
     With several processes each rank writes ``<stem>.rank<r>.csv``. Each process prints the path
     of the file it wrote.
 

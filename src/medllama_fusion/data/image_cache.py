@@ -2,7 +2,7 @@
 
 Decoding a 2048 x 2500 PNG and resizing it costs tens of milliseconds; reading the resized
 ``224 x 224`` array back costs well under one. With ``image_cache_dir`` set, a data module keeps
-the output of :func:`~medllama_fusion.datasets.images.read_resized` (before augmentation and
+the output of :func:`~medllama_fusion.data.images.read_resized` (before augmentation and
 normalisation, so augmentation still differs per epoch) in one ``.npy`` file per image and size::
 
     <image_cache_dir>/<2 hex>/<sha1 of (absolute path, file size, mtime, size)>.npy
@@ -15,7 +15,7 @@ are never deleted: remove the folder to reclaim the space (about 50 KB per 224²
 
 Hand-written rather than a caching library: one ``np.save`` file per image is shareable across
 processes and machines with no extra dependency. For data that outgrows one machine's disk use
-the sharded streaming format instead (:mod:`medllama_fusion.datasets.streaming`).
+the sharded streaming format instead (:mod:`medllama_fusion.data.streaming`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medllama_fusion.datasets.images import read_resized
+from medllama_fusion.data.images import read_resized
 from medllama_fusion.errors import InputError
 
 CACHE_FORMAT = "1"
@@ -97,7 +97,7 @@ class ImageCache:
             size: Output size, an int (square) or ``(height, width)``.
 
         Returns:
-            The tensor :func:`~medllama_fusion.datasets.images.read_resized` returns.
+            The tensor :func:`~medllama_fusion.data.images.read_resized` returns.
 
         Raises:
             InputError: If the entry cannot be written (the source file's errors pass through).

@@ -10,7 +10,7 @@ r"""``medllama-fusion optimize``: write a run's data once as a sharded stream fo
 The first command builds the data module of a run configuration (a YAML file or a preset name,
 ``--config`` repeatable and merged in order like ``fit`` does; ``--data.<arg> VALUE`` overrides
 one data argument), runs its setup (checks, split, tokenization) and writes every split,
-resized but not augmented, with :func:`~medllama_fusion.datasets.streaming.write_streaming_dataset`.
+resized but not augmented, with :func:`~medllama_fusion.data.streaming.write_streaming_dataset`.
 The second trains from the stream with
 :class:`~medllama_fusion.datamodules.streaming.StreamingDataModule`. Needs the ``streaming``
 extra (``pip install 'medllama-fusion[streaming]'``).
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="start method of the writer processes (default: spawn)",
     )
     args, overrides = parser.parse_known_args(list(argv) if argv is not None else None)
-    from medllama_fusion.datasets.streaming import require_litdata, write_streaming_dataset
+    from medllama_fusion.data.streaming import require_litdata, write_streaming_dataset
 
     require_litdata()
     datamodule = build_datamodule(data_section(args.config, overrides))

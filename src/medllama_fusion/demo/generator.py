@@ -34,8 +34,8 @@ helps.
 
 :func:`write_demo_root` writes both layouts into a missing or empty folder in one step (what
 ``OpenIDataModule(demo=True)`` does). From the command line:
-``python -m medllama_fusion.datasets.demo --root DIR [--n-reports N]``
-(:mod:`medllama_fusion.datasets.demo`).
+``python -m medllama_fusion.demo --root DIR [--n-reports N]``
+(:mod:`medllama_fusion.demo`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from PIL import Image
 from medllama_fusion.datasets.csv_reader import MONAI_SPLIT_FILES
 from medllama_fusion.datasets.labels import MONAI_COLUMN_NAMES, OPENI_LABELS, labels_from_mesh
 from medllama_fusion.datasets.nlm_reports import IMAGES_FOLDER, REPORTS_FOLDER
-from medllama_fusion.datasets.text import format_report
+from medllama_fusion.datasets.reports import format_report
 
 DEMO_METADATA_FILE = "nlmcxr_dicom_metadata.csv"
 """View-position table written into the demo root (same columns as torchxrayvision's)."""

@@ -1,25 +1,15 @@
-"""Command line for the synthetic demo data: ``python -m medllama_fusion.datasets.demo``.
-
-The generator lives in :mod:`medllama_fusion.datasets.synthetic` (this module re-exports its
-main functions); keeping the command in its own module lets ``python -m`` run it without the
-package having imported it first.
-"""
+"""Command line for the synthetic demo data: ``python -m medllama_fusion.demo --root DIR``."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from medllama_fusion.datasets.synthetic import (
-    DEMO_REPORTS,
-    build_demo_tokenizer,
-    make_demo_dataset,
-    write_demo_root,
-)
+from medllama_fusion.demo.generator import DEMO_REPORTS, make_demo_dataset
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line entry point: ``python -m medllama_fusion.datasets.demo --root DIR``.
+    """Command line entry point: ``python -m medllama_fusion.demo --root DIR``.
 
     Args:
         argv: Arguments (default: ``sys.argv[1:]``).
@@ -43,7 +33,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote demo dataset ({args.n_reports} reports) to {root}")
 
 
-__all__ = ["DEMO_REPORTS", "build_demo_tokenizer", "main", "make_demo_dataset", "write_demo_root"]
-
-if __name__ == "__main__":
-    main()
+__all__ = ["main"]

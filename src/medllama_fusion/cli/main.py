@@ -36,11 +36,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from .callbacks import PredictionCSVWriter, RunConfigInCheckpoint
-from .configs import list_presets, preset_arguments
-from .cpu_threads import NUM_THREADS_ENV, apply_thread_policy, parse_thread_setting
-from .errors import InputError
-from .operating_points import OperatingPoints
+from medllama_fusion.cli.threads import NUM_THREADS_ENV, apply_thread_policy, parse_thread_setting
+from medllama_fusion.configs import list_presets, preset_arguments
+from medllama_fusion.errors import InputError
+from medllama_fusion.trainers.callbacks import PredictionCSVWriter, RunConfigInCheckpoint
+from medllama_fusion.trainers.operating_points import OperatingPoints
 
 __all__ = [
     "DEBUG_ENV",
@@ -112,7 +112,7 @@ class FusionCLI(LightningCLI):
             type=int | Literal["auto"],
             default="auto",
             help="CPU threads of torch's intra-op pool: 'auto' (one for small models on the CPU, "
-            "see medllama_fusion.cpu_threads) or a number; MEDLLAMA_FUSION_NUM_THREADS overrides.",
+            "see medllama_fusion.cli.threads) or a number; MEDLLAMA_FUSION_NUM_THREADS overrides.",
         )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -243,7 +243,7 @@ def _names_a_subcommand(args: ArgsType) -> bool:
 def set_num_threads_from_env() -> int | None:
     """Apply a numeric ``MEDLLAMA_FUSION_NUM_THREADS`` before the model is built.
 
-    The run's thread policy (:mod:`medllama_fusion.cpu_threads`) is applied again once the model
+    The run's thread policy (:mod:`medllama_fusion.cli.threads`) is applied again once the model
     and trainer exist; a number in the variable fixes the count for both.
 
     Returns:
@@ -257,7 +257,7 @@ def set_num_threads_from_env() -> int | None:
         return None
     setting = parse_thread_setting(value, NUM_THREADS_ENV)
     if setting == "auto":
-        return None  # decided once the model is built (see medllama_fusion.cpu_threads)
+        return None  # decided once the model is built (see medllama_fusion.cli.threads)
     import torch
 
     torch.set_num_threads(setting)
@@ -369,9 +369,8 @@ def main(args: ArgsType = None) -> None:
     ``medllama-fusion: error: <message>`` and ends the process with status 2; set the
     environment variable ``MEDLLAMA_FUSION_DEBUG=1`` to get the traceback instead.
 
-    ``explain``, ``export`` and ``optimize`` run :func:`medllama_fusion.explain.main`,
-    :func:`medllama_fusion.export.main` and :func:`medllama_fusion.optimize.main`; everything
-    else goes to LightningCLI.
+    ``explain``, ``export`` and ``optimize`` run their own ``main``; everything else goes to
+    LightningCLI.
 
     Args:
         args: Command-line arguments; ``sys.argv`` if None.
@@ -381,7 +380,12 @@ def main(args: ArgsType = None) -> None:
         if isinstance(argv, list) and argv and argv[0] in ("explain", "export", "optimize"):
             from importlib import import_module
 
-            import_module(f"medllama_fusion.{argv[0]}").main(argv[1:])
+            modules = {
+                "explain": "medllama_fusion.inference.explain",
+                "export": "medllama_fusion.inference.export",
+                "optimize": "medllama_fusion.cli.optimize",
+            }
+            import_module(modules[argv[0]]).main(argv[1:])
             return
         cli_main(args)
     except Exception as error:

@@ -15,7 +15,7 @@ restores on resume) over a :class:`SeededDataset`, ordered by a :class:`Resumabl
   resumes right after the consumed batches, and the skipped samples are never loaded.
 
 The dropout RNG of the model is not part of the loader; see
-:class:`~medllama_fusion.callbacks.EpochSeed`, which reseeds it per batch.
+:class:`~medllama_fusion.trainers.callbacks.EpochSeed`, which reseeds it per batch.
 """
 
 from __future__ import annotations

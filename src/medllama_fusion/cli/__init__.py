@@ -1,0 +1,1 @@
+"""The ``medllama-fusion`` command line (LightningCLI)."""
