@@ -1,17 +1,23 @@
 """Command-line interface: ``medllama-fusion {fit,validate,test,predict,explain,export,optimize}``.
 
-A :class:`~lightning.pytorch.cli.LightningCLI` subclass. Models and datamodules are selected by
-``class_path`` (short names such as ``FusionClassifier``, ``ParallelFusion`` and
-``OpenIDataModule`` resolve once :mod:`medllama_fusion` is imported; user subclasses by dotted
-path). The number of labels and their names are linked from the datamodule to the model.
-Shipped presets: ``python -m medllama_fusion.configs`` lists them.
+One :class:`~lightning.pytorch.cli.LightningCLI` subclass parses every subcommand, so
+``--config <preset or file>``, ``--ckpt_path last``, ``--print_config`` and ``--help`` behave
+the same in all seven. Models and data modules are selected by ``class_path`` (short names such
+as ``FusionClassifier``, ``ParallelFusion``, ``FusionDataModule`` and ``OpenIDataset`` resolve
+once :mod:`medllama_fusion` is imported; your own classes by dotted path). Links:
 
-Every :class:`~lightning.pytorch.callbacks.ModelCheckpoint` without a ``dirpath`` writes to the
-stable folder ``<trainer.default_root_dir>/checkpoints``, so ``--ckpt_path last`` finds the
-``last.ckpt`` of an earlier run with the same ``default_root_dir``. After each subcommand the
-folders it wrote to are printed. The console entry point :func:`main` prints an
-:class:`~medllama_fusion.errors.InputError` (or a :class:`FileNotFoundError`) as one line-prefixed
-message and exits with status 2; ``MEDLLAMA_FUSION_DEBUG=1`` shows the traceback instead.
+- the data's label names → ``model.init_args.label_names``,
+- the data's ``preprocessing.image_size`` → the fusion model's ``vision.image_size``,
+- ``model.init_args.compile`` → ``data.init_args.model_compiles`` (fixed padding lengths),
+- the backbone's ``pretrained`` source → ``preprocessing.tokenizer`` when that is unset.
+
+Each ``fit`` gets its own run folder and ``--ckpt_path last`` means the last checkpoint of the
+newest run of the same configuration (:mod:`medllama_fusion.cli.runs`). A checkpoint is opened
+without running code from it (:mod:`medllama_fusion.inference.checkpoints`), and its
+preprocessing record replaces the configuration's for every subcommand but ``fit``. The console
+entry point :func:`main` prints an :class:`~medllama_fusion.errors.InputError` (or a
+:class:`FileNotFoundError`) as one line-prefixed message and exits with status 2;
+``MEDLLAMA_FUSION_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -20,26 +26,33 @@ import os
 import pydoc
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning.fabric.loggers.tensorboard import (
-    _TENSORBOARD_AVAILABLE,
-    _TENSORBOARDX_AVAILABLE,
-)
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
+import yaml
+from jsonargparse import Namespace
+from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from medllama_fusion.cli.runs import latest_matching_run, run_checkpoint
 from medllama_fusion.cli.threads import NUM_THREADS_ENV, apply_thread_policy, parse_thread_setting
+from medllama_fusion.cli.trainer import FusionTrainer
 from medllama_fusion.configs import list_presets, preset_arguments
+from medllama_fusion.data.preprocessing import PREPROCESSING_KEY, Preprocessing
 from medllama_fusion.errors import InputError
-from medllama_fusion.trainers.callbacks import PredictionCSVWriter, RunConfigInCheckpoint
+from medllama_fusion.inference.checkpoints import load_checkpoint
+from medllama_fusion.trainers.callbacks import (
+    RUN_CONFIG_KEY,
+    PredictionCSVWriter,
+    RunConfigInCheckpoint,
+)
 from medllama_fusion.trainers.operating_points import OperatingPoints
 
 __all__ = [
@@ -50,62 +63,85 @@ __all__ = [
     "main",
     "resolve_preset_configs",
     "set_num_threads_from_env",
-    "use_stable_checkpoint_dir",
     "user_error_message",
 ]
 
 PROG = "medllama-fusion"
 DEBUG_ENV = "MEDLLAMA_FUSION_DEBUG"
 """Environment variable: set to ``1`` to see the traceback of an input error."""
-"""Environment variable: number of torch CPU threads for a command (unset: torch's default)."""
+RUN_VERSION_ENV = "MEDLLAMA_FUSION_RUN_VERSION"
+"""Set by the first process of a run so that the processes it launches write to its folder."""
+SUBCOMMANDS: tuple[str, ...] = (
+    "fit",
+    "validate",
+    "test",
+    "predict",
+    "explain",
+    "export",
+    "optimize",
+)
 
 _USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError)
 
 
-def use_stable_checkpoint_dir(trainer: Trainer) -> list[str]:
-    """Give every ``ModelCheckpoint`` without a ``dirpath`` ``<default_root_dir>/checkpoints``.
+def _image_size(preprocessing: Preprocessing) -> int:
+    return preprocessing.image_size
 
-    Lightning otherwise puts checkpoints in the logger's ``version_N`` folder, which is new for
-    every run, so ``--ckpt_path last`` would look in the new, empty folder. A fixed folder per
-    ``default_root_dir`` lets a later run find the newest ``last.ckpt``. Callbacks with their own
-    ``dirpath`` are left alone.
 
-    Args:
-        trainer: A freshly built trainer (before ``fit``/``validate``/``test``/``predict``).
+LINK_TARGETS: tuple[str, ...] = (
+    "model.init_args.label_names",
+    "model.init_args.fusion.init_args.vision.image_size",
+    "data.init_args.model_compiles",
+)
+"""Settings the command line sets from others (see :meth:`FusionCLI.add_arguments_to_parser`)."""
 
-    Returns:
-        The checkpoint folders of all ``ModelCheckpoint`` callbacks (unique, in order).
-    """
-    folder = os.path.join(trainer.default_root_dir, "checkpoints")
-    if _is_local_file_protocol(folder):
-        folder = os.path.realpath(os.path.expanduser(folder))
-    dirs: list[str] = []
-    for callback in trainer.checkpoint_callbacks:
-        if not isinstance(callback, ModelCheckpoint):
-            continue
-        if callback.dirpath is None:
-            callback.dirpath = folder
-            # ModelCheckpoint picks its filesystem from dirpath when it is built (None = local).
-            callback._fs = get_filesystem(folder)
-        if str(callback.dirpath) not in dirs:
-            dirs.append(str(callback.dirpath))
-    return dirs
+
+def _run_name(config: Mapping[str, Any]) -> str:
+    """``--run_name``, else the stem of the last ``--config`` file, else ``run``."""
+    if config.get("run_name"):
+        return str(config["run_name"])
+    files = [f for f in (config.get("config") or []) if f is not None]
+    if files:
+        return Path(str(files[-1])).stem
+    return "run"
+
+
+def _plain(namespace: Any) -> Any:
+    """A jsonargparse Namespace (tree) as plain dicts."""
+    if isinstance(namespace, Namespace):
+        return {k: _plain(v) for k, v in vars(namespace).items()}
+    if isinstance(namespace, dict):
+        return {k: _plain(v) for k, v in namespace.items()}
+    if isinstance(namespace, (list, tuple)):
+        return [_plain(v) for v in namespace]
+    return namespace
 
 
 class FusionCLI(LightningCLI):
-    """LightningCLI with the data → model label link, stable checkpoint folders and output paths.
+    """LightningCLI with the library's subcommands, links, run folders and safe checkpoints.
 
-    Besides what :class:`~lightning.pytorch.cli.LightningCLI` does, it links the data module's
-    label names into the model, gives ``ModelCheckpoint`` callbacks without a ``dirpath`` the
-    folder ``<trainer.default_root_dir>/checkpoints`` (see :func:`use_stable_checkpoint_dir`)
-    and prints, after each subcommand, the folders it wrote checkpoints, logs and results to.
+    See the module docstring. Every subcommand prints the folders it wrote to.
     """
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's four subcommands plus ``explain``, ``export`` and ``optimize``."""
+        extra = {"model", "datamodule"}
+        return {
+            **LightningCLI.subcommands(),
+            "explain": set(extra),
+            "export": set(extra),
+            "optimize": set(extra),
+        }
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link ``data.label_names`` into ``model.init_args.label_names`` after instantiation."""
+        """Add the links, ``--operating_points``, ``--num_threads``, ``--run_name``, ``--run``."""
+        labels, image_size, compiles = LINK_TARGETS
+        parser.link_arguments("data.label_names", labels, apply_on="instantiate")
         parser.link_arguments(
-            "data.label_names", "model.init_args.label_names", apply_on="instantiate"
+            "data.preprocessing", image_size, compute_fn=_image_size, apply_on="instantiate"
         )
+        parser.link_arguments("model.init_args.compile", compiles, apply_on="parse")
         parser.add_lightning_class_args(OperatingPoints, "operating_points")
         parser.add_argument(
             "--num_threads",
@@ -114,65 +150,252 @@ class FusionCLI(LightningCLI):
             help="CPU threads of torch's intra-op pool: 'auto' (one for small models on the CPU, "
             "see medllama_fusion.cli.threads) or a number; MEDLLAMA_FUSION_NUM_THREADS overrides.",
         )
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="Name of the run folders, <trainer.default_root_dir>/<run_name>/version_<n> "
+            "(default: the preset's name, else the config file's stem, else 'run').",
+        )
+        parser.add_argument(
+            "--run",
+            type=str | None,
+            default=None,
+            help="A run folder whose last checkpoint --ckpt_path last means (default: the "
+            "newest run of this configuration).",
+        )
 
+    # ------------------------------------------------------------------ parsing
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, then resolve ``--ckpt_path last``, open the checkpoint and apply its record."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        self.resume_version: int | None = None
+        if subcommand is None:
+            return
+        config = self.config[subcommand]
+        _tokenizer_from_backbone(config)
+        ckpt = self._resolve_last(subcommand, config)
+        if not ckpt:
+            return
+        weights_only = config.get("weights_only") is not False
+        raw = load_checkpoint(ckpt, weights_only=weights_only)
+        if subcommand != "fit":
+            _apply_record(config, raw, ckpt)
+        if not weights_only:
+            self._trusted = (ckpt, raw)
+            config.ckpt_path = None  # LightningCLI would read it again with weights_only=True
+
+    def before_instantiate_classes(self) -> None:
+        """Give a trusted checkpoint (``--weights_only false``) back its path and hparams."""
+        trusted = getattr(self, "_trusted", None)
+        if trusted is None:
+            return
+        path, raw = trusted
+        config = self.config[str(self.subcommand)]
+        hparams = dict(raw.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if hparams:
+            self.config = self.parser.parse_object(
+                {str(self.subcommand): {"model": hparams}}, self.config
+            )
+            config = self.config[str(self.subcommand)]
+        config.ckpt_path = path
+
+    def _resolve_last(self, subcommand: str, config: Namespace) -> str | None:
+        """Turn ``--ckpt_path last`` / ``--run`` into a file (see :mod:`.runs`)."""
+        ckpt = config.get("ckpt_path")
+        run = config.get("run")
+        if ckpt != "last" and not run:
+            return str(ckpt) if ckpt else None
+        if run:
+            path = run_checkpoint(Path(run))
+            if path is None:
+                raise InputError(f"--run {run} holds no checkpoint (no {run}/checkpoints/*.ckpt).")
+            config.ckpt_path = str(path)
+            self._set_resume(subcommand, Path(run))
+            return str(path)
+        root = Path(config.trainer.get("default_root_dir") or ".") / _run_name(config)
+        current = _plain(config)
+        found = latest_matching_run(root, current, LINK_TARGETS)
+        if found is None:
+            if subcommand == "fit":
+                print(f"{PROG}: no earlier run under {root}: starting a new run.", flush=True)
+                config.ckpt_path = None
+                return None
+            raise InputError(
+                f"--ckpt_path last: there is no run under {root} yet; run `fit` with this "
+                "configuration first, or pass --ckpt_path <file>."
+            )
+        path = run_checkpoint(found.folder)
+        assert path is not None
+        config.ckpt_path = str(path)
+        self._set_resume(subcommand, found.folder)
+        print(f"{PROG}: --ckpt_path last is {path}", flush=True)
+        return str(path)
+
+    def _set_resume(self, subcommand: str, folder: Path) -> None:
+        """``fit`` continues the run in its own folder."""
+        if subcommand == "fit":
+            match = re.match(r"^version_(\d+)$", folder.name)
+            self.resume_version = int(match.group(1)) if match else None
+
+    def instantiate_classes(self) -> None:
+        """Build the model, data module and trainer (``optimize`` builds no model)."""
+        if self.subcommand != "optimize":
+            super().instantiate_classes()
+            return
+        config = self.config["optimize"]
+        parser = LightningArgumentParser(exit_on_error=False)
+        parser.add_lightning_class_args(LightningDataModule, "data", subclass_mode=True)
+        data = parser.instantiate_classes(parser.parse_object({"data": config.data.as_dict()}))
+        self.config_init = self.config  # the subcommand's own arguments are plain values
+        self.datamodule = data.data
+        self.model = None  # type: ignore[assignment]
+        self.trainer = FusionTrainer(logger=False, enable_checkpointing=False)
+
+    # ------------------------------------------------------------------ the trainer
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Build the trainer and give its checkpoint callbacks a stable folder.
-
-        With the default ``logger`` and no TensorBoard installed, the trainer gets the
-        ``CSVLogger`` Lightning would pick itself, without Lightning's notice about it.
-        """
-        config = self._get(self.config_init, "trainer", default={})
-        if "logger" not in kwargs and config.get("logger") in (None, True):
-            kwargs["logger"] = _default_logger(config.get("default_root_dir"))
+        """Build the trainer: the run folder logger, ``last.ckpt``, threads, stored config."""
+        subcommand = str(self.subcommand)
+        config = self.config.get(subcommand, self.config)
+        trainer_config = config.get("trainer") or {}
+        if "logger" not in kwargs and trainer_config.get("logger") in (None, True):
+            kwargs["logger"] = self._run_logger(subcommand, config)
         trainer = super().instantiate_trainer(**kwargs)
-        use_stable_checkpoint_dir(trainer)
-        subcommand = self.subcommand
-        run_config = self.config.get(str(subcommand), self.config) if subcommand else self.config
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last is None:
+                callback.save_last = True  # every run has <run>/checkpoints/last.ckpt
         apply_thread_policy(
-            run_config.get("num_threads", "auto"),
+            config.get("num_threads", "auto"),
             on_cpu=isinstance(trainer.accelerator, CPUAccelerator),
             model=self.model,
-            data_workers=int(getattr(self.datamodule, "num_workers", 0) or 0),
+            data_workers=int(getattr(getattr(self.datamodule, "loader", None), "num_workers", 0)),
         )
-        text = self._parser(subcommand).dump(run_config, skip_none=False, skip_validation=True)
+        text = self._parser(subcommand).dump(config, skip_none=False, skip_validation=True)
         trainer.callbacks.append(RunConfigInCheckpoint(text, os.getcwd()))  # type: ignore[attr-defined]
         return trainer
 
-    def _print_outputs(self, checkpoints: bool) -> None:
+    def _run_logger(self, subcommand: str, config: Namespace) -> Logger:
+        """Lightning's default logger, writing to this subcommand's run folder."""
+        root = config.trainer.get("default_root_dir") or os.getcwd()
+        name = _run_name(config)
+        if subcommand != "fit":
+            name = f"{name}/{subcommand}"
+        version: int | None = self.resume_version if subcommand == "fit" else None
+        inherited = os.environ.get(RUN_VERSION_ENV)
+        if version is None and inherited is not None and "LOCAL_RANK" in os.environ:
+            version = int(inherited)  # a process this run launched: the same folder
+        if version is None:
+            version = _next_version(Path(root) / name)
+            os.environ[RUN_VERSION_ENV] = str(version)
+        logger_class = (
+            TensorBoardLogger if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE else CSVLogger
+        )
+        return logger_class(save_dir=root, name=name, version=version)
+
+    # ------------------------------------------------------------------ output
+    def before_fit(self) -> None:
+        """Print the run folder."""
+        if self.trainer.is_global_zero and self.trainer.log_dir:
+            print(f"{PROG}: run folder {_shown(self.trainer.log_dir)}", flush=True)
+
+    def after_fit(self) -> None:
+        """Print the run folder, the best and the last checkpoint."""
         trainer = self.trainer
         log_dir = trainer.log_dir or trainer.default_root_dir  # collective: every rank asks
         if not trainer.is_global_zero:
             return
-        if checkpoints:
-            for folder in use_stable_checkpoint_dir(trainer):
-                print(f"{PROG}: checkpoints in {_shown(folder)}", flush=True)
+        print(f"{PROG}: run folder {_shown(log_dir)}", flush=True)
+        for callback in trainer.checkpoint_callbacks:
+            if not isinstance(callback, ModelCheckpoint):
+                continue
+            if callback.best_model_path:
+                print(f"{PROG}: best checkpoint {_shown(callback.best_model_path)}", flush=True)
+            if callback.last_model_path:
+                print(f"{PROG}: last checkpoint {_shown(callback.last_model_path)}", flush=True)
+
+    def _print_results(self) -> None:
+        trainer = self.trainer
+        log_dir = trainer.log_dir or trainer.default_root_dir  # collective: every rank asks
+        if not trainer.is_global_zero:
+            return
         report_dir = getattr(self.model, "hparams", {}).get("report_dir")
         if report_dir:
             print(f"{PROG}: results in {_shown(str(report_dir))}", flush=True)
         print(f"{PROG}: logs and results in {_shown(log_dir)}", flush=True)
 
-    def after_fit(self) -> None:
-        """Print the checkpoint and log folders."""
-        self._print_outputs(checkpoints=True)
-
     def after_validate(self) -> None:
-        """Print the log folder."""
-        self._print_outputs(checkpoints=False)
+        """Print the folder of the logs."""
+        self._print_results()
 
     def after_test(self) -> None:
         """Print the folder of the test tables, ROC plot and logs."""
-        self._print_outputs(checkpoints=False)
+        self._print_results()
 
     def after_predict(self) -> None:
         """Print the log folder (the prediction writer prints its own file)."""
-        self._print_outputs(checkpoints=False)
+        self._print_results()
 
 
-def _default_logger(root: str | None) -> Logger | bool:
-    """Lightning's default logger: TensorBoard when installed, else CSV under ``root``."""
-    if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
-        return True
-    return CSVLogger(save_dir=root if root is not None else os.getcwd())
+def _next_version(folder: Path) -> int:
+    """One more than the highest ``version_<n>`` in ``folder`` (0 for none)."""
+    if not folder.is_dir():
+        return 0
+    numbers = [
+        int(match.group(1))
+        for child in folder.iterdir()
+        if (match := re.match(r"^version_(\d+)$", child.name))
+    ]
+    return max(numbers, default=-1) + 1
+
+
+def _tokenizer_from_backbone(config: Namespace) -> None:
+    """Fill ``preprocessing.tokenizer`` from the backbone's ``pretrained`` when it is unset."""
+    preprocessing = _get(config, "data.init_args.preprocessing")
+    backbone = _get(config, "model.init_args.fusion.init_args.backbone")
+    if not isinstance(preprocessing, Namespace) or preprocessing.get("tokenizer"):
+        return
+    pretrained = backbone.get("pretrained") if isinstance(backbone, Namespace) else None
+    if not pretrained:
+        return
+    gguf = backbone.get("gguf_file")
+    preprocessing.tokenizer = str(Path(pretrained) / gguf) if gguf else str(pretrained)
+
+
+def _apply_record(config: Namespace, checkpoint: Mapping[str, Any], path: str) -> None:
+    """Use the checkpoint's preprocessing record instead of the configuration's, with a notice."""
+    preprocessing = _get(config, "data.init_args.preprocessing")
+    stored = checkpoint.get(PREPROCESSING_KEY)
+    if not isinstance(preprocessing, Namespace) or not isinstance(stored, Mapping):
+        return
+    record = Preprocessing.from_dict(stored, source=path)
+    changed: list[str] = []
+    for name, value in record.to_dict().items():
+        if name not in preprocessing:
+            continue  # derived fields (label names, pad id)
+        given = preprocessing.get(name)
+        plain = list(given) if isinstance(given, tuple) else given
+        if given is not None and plain != value and name != "tokenizer":
+            changed.append(f"{name}={value!r} (config: {plain!r})")
+        preprocessing[name] = value
+    if changed:
+        print(
+            f"{PROG}: using the preprocessing the checkpoint was trained with: "
+            + ", ".join(changed),
+            flush=True,
+        )
+
+
+def _get(config: Namespace, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, Namespace) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def _shown(path: str) -> str:
@@ -185,8 +408,8 @@ def resolve_preset_configs(argv: list[str]) -> list[str]:
 
     ``medllama-fusion fit --config quickstart`` then runs the packaged quickstart preset and
     ``--config paper/parallel_r2`` a paper preset, which stands for several ``--config`` files
-    and its output folder (see :func:`~medllama_fusion.configs.preset_arguments`); existing
-    files are passed through unchanged.
+    and its run name (see :func:`~medllama_fusion.configs.preset_arguments`); existing files are
+    passed through unchanged. An explicit ``--run_name`` wins over the preset's.
 
     Args:
         argv: Command-line arguments without the program name.
@@ -195,17 +418,25 @@ def resolve_preset_configs(argv: list[str]) -> list[str]:
         The arguments with preset names replaced by their arguments.
     """
     presets = set(list_presets())
+    named = any(arg == "--run_name" or arg.startswith("--run_name=") for arg in argv)
 
     def is_preset(value: str) -> bool:
         return not Path(value).exists() and value.removesuffix(".yaml") in presets
+
+    def expand(name: str) -> list[str]:
+        expanded = preset_arguments(name)
+        if named:
+            cut = expanded.index("--run_name") if "--run_name" in expanded else len(expanded)
+            expanded = expanded[:cut]
+        return expanded
 
     out: list[str] = []
     expect_value = False
     for arg in argv:
         if expect_value and is_preset(arg):
-            out[-1:] = preset_arguments(arg)
+            out[-1:] = expand(arg)
         elif arg.startswith("--config=") and is_preset(arg.split("=", 1)[1]):
-            expanded = preset_arguments(arg.split("=", 1)[1])
+            expanded = expand(arg.split("=", 1)[1])
             out += [
                 f"{flag}={value}" for flag, value in zip(expanded[::2], expanded[1::2], strict=True)
             ]
@@ -213,6 +444,43 @@ def resolve_preset_configs(argv: list[str]) -> list[str]:
             out.append(arg)
         expect_value = arg in ("--config", "-c")
     return out
+
+
+def _stored_config(argv: list[str]) -> list[str]:
+    """Without ``--config``, use the configuration stored in ``--ckpt_path``'s checkpoint.
+
+    ``medllama-fusion test --ckpt_path RUN/checkpoints/last.ckpt`` then rebuilds the run's
+    model and data like ``--config RUN/config.yaml`` would; the checkpoint is opened without
+    running code from it.
+    """
+    if (
+        len(argv) < 2
+        or argv[0] not in SUBCOMMANDS
+        or any(a in ("--config", "-c") or a.startswith("--config=") for a in argv)
+    ):
+        return argv
+    ckpt = None
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            ckpt = argv[i + 1]
+        elif arg.startswith("--ckpt_path="):
+            ckpt = arg.split("=", 1)[1]
+    if not ckpt or ckpt == "last" or not Path(ckpt).is_file():
+        return argv
+    trusted = "--weights_only=false" in [a.lower() for a in argv] or any(
+        a == "--weights_only" and argv[i + 1].lower() == "false" for i, a in enumerate(argv[:-1])
+    )
+    stored = load_checkpoint(ckpt, weights_only=not trusted).get(RUN_CONFIG_KEY)
+    text = stored.get("yaml") if isinstance(stored, Mapping) else None
+    if not text:
+        raise InputError(
+            f"{ckpt} holds no run configuration; pass --config with the configuration it was "
+            "trained with."
+        )
+    config = yaml.safe_load(text) or {}
+    for key in ("ckpt_path", "weights_only", "run"):
+        config.pop(key, None)
+    return [argv[0], "--config", yaml.safe_dump(config), *argv[1:]]
 
 
 @contextmanager
@@ -229,6 +497,8 @@ def _command_line(argv: list[str]) -> Iterator[None]:
 def _register_classes() -> None:
     """Import the model, data and training classes so their short names resolve in configs."""
     import medllama_fusion.datamodules
+    import medllama_fusion.datasets
+    import medllama_fusion.demo
     import medllama_fusion.models
     import medllama_fusion.trainers  # noqa: F401  (register the LightningModule subclasses)
 
@@ -237,7 +507,7 @@ def _names_a_subcommand(args: ArgsType) -> bool:
     """Whether ``args`` (a list) names a subcommand; dicts and namespaces always count."""
     if not isinstance(args, list):
         return True
-    return any(arg in FusionCLI.subcommands() for arg in args)
+    return any(arg in SUBCOMMANDS for arg in args)
 
 
 def set_num_threads_from_env() -> int | None:
@@ -279,13 +549,13 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
     """
 
     def build(cli_args: ArgsType) -> FusionCLI:
-
         if _names_a_subcommand(sys.argv[1:] if cli_args is None else cli_args):
             _register_classes()
             set_num_threads_from_env()
         return FusionCLI(
             model_class=LightningModule,
             datamodule_class=LightningDataModule,
+            trainer_class=FusionTrainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
@@ -294,12 +564,18 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
             args=cli_args,
         )
 
-    if args is None:  # read sys.argv ourselves: passing it as args makes LightningCLI warn
-        with _command_line(resolve_preset_configs(sys.argv[1:])):
-            return build(None)
-    if isinstance(args, list):
-        args = resolve_preset_configs(args)
-    return build(args)
+    owned = RUN_VERSION_ENV not in os.environ
+    try:
+        if args is None:  # read sys.argv ourselves: passing it as args makes LightningCLI warn
+            argv = _stored_config(resolve_preset_configs(sys.argv[1:]))
+            with _command_line(argv):
+                return build(None)
+        if isinstance(args, list):
+            args = _stored_config(resolve_preset_configs(args))
+        return build(args)
+    finally:
+        if owned:  # the version belongs to this command's run only
+            os.environ.pop(RUN_VERSION_ENV, None)
 
 
 _TRACEBACK_HEAD = "Traceback (most recent call last):"
@@ -369,24 +645,10 @@ def main(args: ArgsType = None) -> None:
     ``medllama-fusion: error: <message>`` and ends the process with status 2; set the
     environment variable ``MEDLLAMA_FUSION_DEBUG=1`` to get the traceback instead.
 
-    ``explain``, ``export`` and ``optimize`` run their own ``main``; everything else goes to
-    LightningCLI.
-
     Args:
         args: Command-line arguments; ``sys.argv`` if None.
     """
-    argv = sys.argv[1:] if args is None else args
     try:
-        if isinstance(argv, list) and argv and argv[0] in ("explain", "export", "optimize"):
-            from importlib import import_module
-
-            modules = {
-                "explain": "medllama_fusion.inference.explain",
-                "export": "medllama_fusion.inference.export",
-                "optimize": "medllama_fusion.cli.optimize",
-            }
-            import_module(modules[argv[0]]).main(argv[1:])
-            return
         cli_main(args)
     except Exception as error:
         message = user_error_message(error)

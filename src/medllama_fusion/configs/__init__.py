@@ -3,8 +3,10 @@
 ``quickstart`` is one file. The nine paper presets ``paper/<fusion>_r<rank>`` (fusion
 ``parallel``, ``serial`` or ``mixed``; LoRA rank 2, 4 or 8) are composed from one recipe,
 ``paper/base.yaml``, and two small overlays, ``paper/fusion/<fusion>.yaml`` and
-``paper/lora/r<rank>.yaml``, with the output folder ``outputs/paper/<fusion>_r<rank>``;
-LightningCLI merges repeated ``--config`` arguments in order. Adding an overlay file adds presets.
+``paper/lora/r<rank>.yaml``; LightningCLI merges repeated ``--config`` arguments in order.
+Adding an overlay file adds presets. A preset's runs are named after it (``--run_name``), so
+``quickstart`` fits go to ``outputs/quickstart/version_<n>`` and ``paper/parallel_r2`` fits to
+``outputs/paper/parallel_r2/version_<n>``.
 
 ``python -m medllama_fusion.configs`` lists the presets; ``python -m medllama_fusion.configs
 NAME`` prints what follows ``--config`` for that preset, e.g. ``medllama-fusion fit --config
@@ -100,8 +102,7 @@ def preset_arguments(name: str) -> list[str]:
         name: A preset name such as ``"quickstart"`` or ``"paper/parallel_r2"``.
 
     Returns:
-        ``["--config", <file>, ...]`` for each file of the preset and, for a paper preset,
-        ``--trainer.default_root_dir outputs/paper/<fusion>_r<rank>``.
+        ``["--config", <file>, ...]`` for each file of the preset, then ``--run_name NAME``.
 
     Raises:
         FileNotFoundError: When no such preset exists.
@@ -110,9 +111,7 @@ def preset_arguments(name: str) -> list[str]:
     args: list[str] = []
     for path in preset_files(name):
         args += ["--config", str(path)]
-    if _paper_parts(name) is not None:
-        args += ["--trainer.default_root_dir", f"outputs/{name}"]
-    return args
+    return [*args, "--run_name", name]
 
 
 def preset_path(name: str) -> Path:

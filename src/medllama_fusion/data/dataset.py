@@ -23,7 +23,7 @@ image-only dataset never needs report text. :class:`FusionCollator` builds the b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -287,4 +287,27 @@ class FusionCollator:
         return batch
 
 
-__all__ = ["FusionCollator", "FusionDataset", "ImageReadError"]
+MODEL_INPUTS: tuple[str, ...] = (
+    "input_ids",
+    "attention_mask",
+    "pixel_values",
+    "text_present",
+    "image_present",
+)
+"""The batch keys a fusion model's ``forward`` takes (the rest: ids, labels, indices)."""
+
+
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a fusion model's ``forward`` in ``batch`` (missing ones: None).
+
+    Args:
+        batch: A batch from :class:`FusionCollator`.
+
+    Returns:
+        ``input_ids``, ``attention_mask``, ``pixel_values``, ``text_present`` and
+        ``image_present``.
+    """
+    return {key: batch.get(key) for key in MODEL_INPUTS}
+
+
+__all__ = ["MODEL_INPUTS", "FusionCollator", "FusionDataset", "ImageReadError", "model_inputs"]

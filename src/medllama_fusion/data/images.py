@@ -39,6 +39,8 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from medllama_fusion.errors import InputError
+
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic")
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -274,6 +276,57 @@ def read_resized(path: str | Path, size: int | Sequence[int]) -> torch.Tensor:
     return _by_format(_check_file(path), lambda file: _resized_raster(file, target), resized_dicom)
 
 
+ImageInput = Any
+"""An image as :func:`to_resized` takes it: a path, a PIL image, a NumPy array or a tensor."""
+
+
+def to_resized(image: ImageInput, size: int | Sequence[int]) -> torch.Tensor:
+    """Bring one image, in any form, to the resized ``[1, h, w]`` tensor the datasets read.
+
+    Files go through :func:`read_resized` (as the data modules read them); PIL images and 8- or
+    16-bit arrays through the same Pillow resize in their integer type, so every form of the same
+    8-bit picture gives the same tensor. Float arrays and tensors (values in ``[0, 1]``) are
+    resized as floats. Arrays may be ``[H, W]``, ``[1, H, W]`` or ``[H, W, 3]`` (RGB, reduced to
+    luminance as Pillow reads a colour file).
+
+    Args:
+        image: A path (``str``/``Path``), a PIL image, a NumPy array or a tensor.
+        size: Output size, an int (square) or ``(height, width)``.
+
+    Returns:
+        ``Tensor [1, h, w]`` (``uint8``, ``uint16`` or ``float32``).
+
+    Raises:
+        InputError: For another type or an array of another shape.
+    """
+    if isinstance(image, (str, Path)):
+        return read_resized(image, size)
+    if isinstance(image, Image.Image):
+        return resize_pil_image(image, size)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise InputError(
+            f"image of type {type(image).__name__} is not supported; pass a file path, a PIL "
+            "image, a NumPy array or a tensor."
+        )
+    array = np.squeeze(image)
+    colour = array.ndim == 3 and array.shape[-1] in (3, 4)
+    if colour and array.dtype == np.uint8:
+        return resize_pil_image(Image.fromarray(np.ascontiguousarray(array[..., :3])), size)
+    if colour:
+        array = array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], "float32")
+    if array.ndim != 2:
+        raise InputError(
+            f"image array has shape {tuple(image.shape)}; pass a 2-D grayscale array "
+            "[H, W] (or [1, H, W], or [H, W, 3] RGB)."
+        )
+    if array.dtype in (np.uint8, np.uint16):
+        return resize_pil_image(Image.fromarray(np.ascontiguousarray(array)), size)
+    unit = torch.from_numpy(np.clip(array.astype(np.float32), 0.0, 1.0))[None]
+    return F.resize(unit, list(_size_pair(size)), antialias=True)
+
+
 def to_unit_float(image: torch.Tensor) -> torch.Tensor:
     """Convert a ``uint8`` / ``uint16`` / float image tensor to ``float32`` in ``[0, 1]``.
 
@@ -455,6 +508,7 @@ def load_image(
 
 __all__ = [
     "DICOM_SUFFIXES",
+    "ImageInput",
     "PrepareImage",
     "build_image_transform",
     "is_dicom",
@@ -464,6 +518,7 @@ __all__ = [
     "read_raster",
     "read_resized",
     "resize_pil_image",
+    "to_resized",
     "to_unit_float",
     "verify_image",
 ]

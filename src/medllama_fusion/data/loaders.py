@@ -16,12 +16,18 @@ restores on resume) over a :class:`SeededDataset`, ordered by a :class:`Resumabl
 
 The dropout RNG of the model is not part of the loader; see
 :class:`~medllama_fusion.trainers.callbacks.EpochSeed`, which reseeds it per batch.
+
+:class:`LoaderSettings` holds the loader settings every data module shares, and
+:class:`TrainLoaderState` keeps a training loader's position for the data module's checkpoint
+state (restored now, or once the loader is built).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +37,114 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
+
+from medllama_fusion.errors import InputError
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How batches are loaded (every loader of a data module).
+
+    Args:
+        batch_size: Batch size.
+        num_workers: DataLoader worker processes.
+        pin_memory: Pin host memory; ``None`` = when CUDA is available.
+        persistent_workers: Keep workers between epochs; ``None`` = when there are workers.
+        prefetch_factor: Batches prefetched per worker (only with workers).
+        drop_last: Drop the last incomplete training batch.
+        shuffle_seed: Seed of the training order and augmentation (per epoch and sample);
+            ``None`` = the ``seed_everything`` seed in effect when the data module is built
+            (``PL_GLOBAL_SEED``), else 0.
+    """
+
+    batch_size: int = 20
+    num_workers: int = 0
+    pin_memory: bool | None = None
+    persistent_workers: bool | None = None
+    prefetch_factor: int | None = 2
+    drop_last: bool = False
+    shuffle_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"loader.batch_size must be >= 1; got {self.batch_size}.")
+        if self.num_workers < 0:
+            raise InputError(f"loader.num_workers must be >= 0; got {self.num_workers}.")
+
+    def seed(self) -> int:
+        """The shuffle seed: ``shuffle_seed``, else ``PL_GLOBAL_SEED``, else 0."""
+        if self.shuffle_seed is not None:
+            return self.shuffle_seed
+        return int(os.environ.get("PL_GLOBAL_SEED", "0"))
+
+    def options(self, collate_fn: Callable[[Any], Any]) -> dict[str, Any]:
+        """DataLoader arguments every loader shares.
+
+        Args:
+            collate_fn: The batch collator.
+
+        Returns:
+            ``batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
+            ``prefetch_factor`` and ``collate_fn``.
+        """
+        workers = self.num_workers > 0
+        keep = workers if self.persistent_workers is None else self.persistent_workers
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "pin_memory": torch.cuda.is_available() if self.pin_memory is None else self.pin_memory,
+            "persistent_workers": keep and workers,
+            "prefetch_factor": self.prefetch_factor if workers else None,
+            "collate_fn": collate_fn,
+        }
+
+
+class TrainLoaderState:
+    """A training loader's position in a data module's checkpoint state.
+
+    Lightning also saves the loader's state in its fit loop, but restores it only when the loader
+    is built after the checkpoint is loaded; ``trainer.estimated_stepping_batches`` (the default
+    learning-rate schedule) builds it earlier, so the data module carries the position itself.
+
+    Args:
+        key: The key of the state in the data module's ``state_dict``.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.loader: Any = None
+        self.pending: dict[str, Any] | None = None
+
+    def attach(self, loader: Any) -> None:
+        """Track ``loader`` (a new epoch's loader) and give it a pending restored position."""
+        self.loader = loader
+        if self.pending is not None:
+            loader.load_state_dict(self.pending)
+            self.pending = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{key: position}``, or ``{}`` before a loader exists."""
+        if self.loader is None:
+            return {}
+        return {self.key: self.loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> bool:
+        """Restore a position (now, or when the loader is attached).
+
+        Args:
+            state_dict: A dict from :meth:`state_dict`.
+
+        Returns:
+            Whether ``state_dict`` held a position under this key.
+        """
+        state = state_dict.get(self.key)
+        if not state:
+            return False
+        if self.loader is not None:
+            self.loader.load_state_dict(state)
+        else:
+            self.pending = dict(state)
+        return True
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -308,4 +422,11 @@ class ResumableDataLoader(StatefulDataLoader):
         return self.batch_size
 
 
-__all__ = ["ResumableDataLoader", "ResumableSampler", "SeededDataset", "sample_seed"]
+__all__ = [
+    "LoaderSettings",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "SeededDataset",
+    "TrainLoaderState",
+    "sample_seed",
+]

@@ -7,7 +7,9 @@ is assigned as a whole, rarest label first, to the split that still lacks most p
 label; every split with a non-zero share first gets ``min_positives_per_split`` positive groups of
 each class that has enough of them (that many per such split), the rest follows the shares.
 :func:`split_samples` is the plain seeded shuffle. :func:`positives_table` renders positives per
-class per split for the setup log.
+class per split for the setup log. :class:`SplitSettings` holds a data module's split settings
+and :func:`assign_splits` applies them: a source's fixed split when it has one, else the seeded
+split.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from medllama_fusion.datasets.base import SPLIT_ALIASES, SPLIT_NAMES, FusionSample
 from medllama_fusion.errors import InputError
@@ -215,6 +218,53 @@ def stratified_split_samples(
     return result
 
 
+@dataclass(frozen=True)
+class SplitSettings:
+    """How data without a fixed split is split into train/val/test.
+
+    Args:
+        sizes: Train/val/test fractions or group (report/patient) counts (see
+            :func:`split_counts`); default the paper's proportions.
+        seed: Seed of the split.
+        stratify: Multi-label stratification by group (default); ``False`` shuffles groups only.
+    """
+
+    sizes: tuple[int, int, int] | tuple[float, float, float] = PAPER_SPLIT_FRACTIONS
+    seed: int = 0
+    stratify: bool = True
+
+    def describe(self) -> str:
+        """The settings as shown in messages."""
+        return f"the seeded split (split.sizes={list(self.sizes)}, split.seed={self.seed})"
+
+
+def assign_splits(
+    samples: Sequence[FusionSample],
+    fixed: Mapping[str, Sequence[str]] | None,
+    settings: SplitSettings,
+) -> dict[str, list[FusionSample]]:
+    """Put each sample into its split: the source's fixed split, else the seeded one.
+
+    Unlabelled data is prediction-only: all of it is the test split.
+
+    Args:
+        samples: The samples to split (after curation).
+        fixed: Split name → sample ids, when the source defines the split.
+        settings: The seeded split's settings.
+
+    Returns:
+        Split name → samples (every name of :data:`SPLIT_NAMES`).
+    """
+    if fixed is not None:
+        by_id = {sample.id: sample for sample in samples}
+        return {name: [by_id[i] for i in fixed.get(name, []) if i in by_id] for name in SPLIT_NAMES}
+    if samples and all(sample.labels is None for sample in samples):
+        return {"train": [], "val": [], "test": list(samples)}
+    if settings.stratify:
+        return stratified_split_samples(samples, settings.sizes, settings.seed)
+    return split_samples(samples, settings.sizes, settings.seed)
+
+
 def positive_counts(
     splits: Mapping[str, Sequence[FusionSample]], num_labels: int
 ) -> dict[str, list[int]]:
@@ -260,6 +310,8 @@ __all__ = [
     "PAPER_SPLIT_FRACTIONS",
     "SPLIT_ALIASES",
     "SPLIT_NAMES",
+    "SplitSettings",
+    "assign_splits",
     "positive_counts",
     "positives_table",
     "split_counts",

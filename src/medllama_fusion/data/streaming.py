@@ -4,8 +4,10 @@ For data that outgrows one machine (MIMIC-CXR-sized: hundreds of thousands of 2-
 films), decoding and tokenizing every file on every node each epoch is the bottleneck.
 :func:`write_streaming_dataset` runs a data module's :meth:`setup` once and writes every split
 with :func:`litdata.optimize` into ``<output_dir>/<split>/`` (chunks of ``chunk_bytes`` plus
-LitData's ``index.json``), and a ``medllama_fusion.json`` metadata file at the root. One
-stored item holds what a batch needs, before augmentation:
+LitData's ``index.json``), and a ``medllama_fusion.json`` metadata file at the root holding the
+data module's :class:`~medllama_fusion.data.preprocessing.Preprocessing` record (so a model
+trained from the stream carries the same record as one trained from the files), the split
+sizes and the training labels. One stored item holds what a batch needs, before augmentation:
 
 - ``id`` (UTF-8 bytes), ``index`` (row in the split), ``group_index`` (report group),
 - ``input_ids``: the token ids, ``int32``, unpadded and already truncated to ``max_length``,
@@ -41,20 +43,18 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
 from medllama_fusion.data.dataset import FusionDataset
 from medllama_fusion.data.loaders import sample_seed
-from medllama_fusion.datasets.base import MODALITIES
+from medllama_fusion.data.preprocessing import PREPROCESSING_KEY, Preprocessing
 from medllama_fusion.errors import InputError
 
-if TYPE_CHECKING:
-    from medllama_fusion.datamodules.base import FusionDataModule
-
-STREAM_FORMAT = "medllama-fusion-stream/1"
+STREAM_FORMAT = "medllama-fusion-stream/2"
 """Format tag stored in the metadata file; a reader refuses other formats."""
 METADATA_FILE = "medllama_fusion.json"
 """Name of the metadata file at the root of a stream."""
@@ -181,34 +181,39 @@ class StreamItemReader:
         return item
 
 
-def _tokenizer_spec(spec: str) -> str:
-    """A local tokenizer path made absolute (so the stream works from any folder)."""
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
+class StreamSource(Protocol):
+    """What :func:`write_streaming_dataset` needs of a data module (the library's have it)."""
+
+    preprocessing: Preprocessing
+    datasets: Mapping[str, FusionDataset]
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        """Training labels ``[N, C]``."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, check, split and tokenize the data."""
+
+    def source_description(self) -> str:
+        """Name the data for messages."""
 
 
-def stream_metadata(datamodule: FusionDataModule) -> dict[str, Any]:
+def stream_metadata(datamodule: StreamSource) -> dict[str, Any]:
     """Return the metadata of a stream written from ``datamodule`` (after its setup).
 
     Args:
         datamodule: A data module whose :meth:`setup` has run.
 
     Returns:
-        A JSON-serialisable dict: format, label names, image size, max length, modalities, pad
-        token id, tokenizer, label masking, per-split counts and the training labels.
+        A JSON-serialisable dict: format, source, the preprocessing record, per-split counts and
+        the training labels (``None`` when a training sample has none).
     """
-    labelled = all(s.labels is not None for s in datamodule.samples.get("train", []))
+    train = datamodule.datasets.get("train")
+    labelled = train is None or all(s.labels is not None for s in train.samples)
     return {
         "format": STREAM_FORMAT,
         "source": datamodule.source_description(),
-        "label_names": list(datamodule.label_names),
-        "image_size": int(datamodule.image_size),
-        "max_length": int(datamodule.max_length),
-        "modalities": list(datamodule.modalities),
-        "tokenizer": _tokenizer_spec(datamodule.tokenizer_spec),
-        "pad_token_id": int(datamodule.pad_token_id),
-        "mask_label_words": bool(datamodule.mask_label_words),
-        "mask_mode": datamodule.mask_mode,
+        PREPROCESSING_KEY: datamodule.preprocessing.to_dict(),
         "counts": {name: len(datamodule.datasets[name]) for name in STREAM_SPLITS},
         "train_labels": datamodule.train_labels.tolist() if labelled else None,
     }
@@ -226,17 +231,37 @@ def _check_output_dir(output_dir: str) -> None:
         )
 
 
+def _storage(url: str) -> Any:
+    """LitData's storage client for ``url`` (``s3://``, ``gs://`` or ``r2://``).
+
+    Picks LitData's public provider class by the URL's scheme, as LitData itself does.
+    """
+    require_litdata()
+    from litdata.streaming import fs_provider
+
+    providers = {
+        "s3": fs_provider.S3FsProvider,
+        "gs": fs_provider.GCPFsProvider,
+        "r2": fs_provider.R2FsProvider,
+    }
+    scheme = urlparse(url).scheme
+    if scheme not in providers:
+        raise InputError(
+            f"{url}: streams live in a local folder or at an s3://, gs:// or r2:// URL; got a "
+            f"{scheme}:// URL."
+        )
+    return providers[scheme]()
+
+
 def _write_text(url: str, text: str) -> None:
     """Write a small text file to a local path or, through LitData's storage client, a URL."""
     if not is_remote(url):
         Path(url).write_text(text, encoding="utf-8")
         return
-    from litdata.streaming.fs_provider import _get_fs_provider
-
     with tempfile.TemporaryDirectory() as folder:
         local = os.path.join(folder, METADATA_FILE)
         Path(local).write_text(text, encoding="utf-8")
-        _get_fs_provider(url).upload_file(local, url)
+        _storage(url).upload_file(local, url)
 
 
 def _read_text(url: str) -> str | None:
@@ -244,10 +269,7 @@ def _read_text(url: str) -> str | None:
     if not is_remote(url):
         path = Path(url)
         return path.read_text(encoding="utf-8") if path.is_file() else None
-    require_litdata()
-    from litdata.streaming.fs_provider import _get_fs_provider
-
-    provider = _get_fs_provider(url)
+    provider = _storage(url)
     if not provider.exists(url):
         return None
     with tempfile.TemporaryDirectory() as folder:
@@ -273,7 +295,7 @@ def _check_written(split_dir: str, expected: int) -> None:
 
 
 def write_streaming_dataset(
-    datamodule: FusionDataModule,
+    datamodule: StreamSource,
     output_dir: str | Path,
     splits: Sequence[str] = STREAM_SPLITS,
     num_workers: int | None = None,
@@ -368,9 +390,10 @@ def read_stream_metadata(input_dir: str | Path) -> dict[str, Any]:
         raise InputError(
             f"{url} has format {found!r}, not {STREAM_FORMAT!r}; {hint} with this version."
         )
-    modalities = metadata.get("modalities") or []
-    if not set(modalities) <= set(MODALITIES):
-        raise InputError(f"{url} lists unknown modalities {modalities}; {hint}.")
+    record = metadata.get(PREPROCESSING_KEY)
+    if not isinstance(record, dict):
+        raise InputError(f"{url} holds no preprocessing record; {hint}.")
+    Preprocessing.from_dict(record, source=url)  # raises naming the file when it is invalid
     return metadata
 
 
@@ -417,6 +440,7 @@ __all__ = [
     "STREAM_SPLITS",
     "StreamItemReader",
     "StreamItemWriter",
+    "StreamSource",
     "join",
     "open_stream",
     "read_stream_metadata",

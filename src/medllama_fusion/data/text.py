@@ -20,12 +20,12 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_names
+from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_name
 from medllama_fusion.datasets.reports import SECTION_TITLES
 
 # ---------------------------------------------------------------------------------------------
@@ -95,9 +95,32 @@ LABEL_SYNONYMS: dict[str, tuple[str, ...]] = {
 """Label → words/phrases removed by :func:`mask_label_words` (matched whole-word, any case)."""
 
 
-def _label_word_alternation(labels: Iterable[str]) -> str:
-    r"""Return ``\b(?:phrase|...)\b`` for the synonyms of ``labels``, longest phrase first."""
-    phrases = {p for label in normalize_label_names(labels) for p in LABEL_SYNONYMS[label]}
+def _label_phrases(labels: Iterable[str], cues: bool = False) -> set[str]:
+    """The phrases that name ``labels``: OpenI names use the tables, any other name its words.
+
+    An OpenI label (any spelling accepted by
+    :func:`~medllama_fusion.datasets.labels.normalize_label_name`) stands for its synonyms
+    (:data:`LABEL_SYNONYMS`) and, with ``cues``, its cue words (:data:`LABEL_CUES`); any other
+    label name (a CSV column such as ``granuloma`` or ``Pleural_Thickening``) stands for its own
+    words, split at spaces, ``_`` and ``-``.
+    """
+    phrases: set[str] = set()
+    for name in labels:
+        try:
+            label = normalize_label_name(name)
+        except ValueError:
+            words = [word for word in re.split(r"[\s_\-]+", name) if word]
+            if words:
+                phrases.add(" ".join(words))
+            continue
+        phrases.update(LABEL_SYNONYMS[label])
+        if cues:
+            phrases.update(LABEL_CUES[label])
+    return phrases
+
+
+def _alternation(phrases: Iterable[str]) -> str:
+    r"""``\b(?:phrase|...)\b`` with the longest phrase first; words joined by any whitespace."""
     alternatives = [
         r"\s+".join(re.escape(word) for word in phrase.split())
         for phrase in sorted(phrases, key=lambda p: (-len(p), p))
@@ -106,17 +129,18 @@ def _label_word_alternation(labels: Iterable[str]) -> str:
 
 
 def label_word_pattern(labels: Iterable[str] = OPENI_LABELS) -> re.Pattern[str]:
-    """Compile the masking regex for the synonyms of ``labels`` (longest phrase first).
+    """Compile the masking regex of ``labels`` (their synonyms, or their own words).
 
     Args:
-        labels: Label names (any spelling accepted by
-            :func:`~medllama_fusion.datasets.labels.normalize_label_name`).
+        labels: Label names: OpenI labels in any spelling accepted by
+            :func:`~medllama_fusion.datasets.labels.normalize_label_name` use the synonym table;
+            other names are matched as their own words.
 
     Returns:
         A case-insensitive pattern matching any synonym as whole word(s); the words of a phrase
         may be separated by any whitespace.
     """
-    return re.compile(_label_word_alternation(labels), re.IGNORECASE)
+    return re.compile(_alternation(_label_phrases(labels)), re.IGNORECASE)
 
 
 LABEL_CUES: dict[str, tuple[str, ...]] = {
@@ -205,22 +229,13 @@ They are words that signal a label without naming it (``"heart is enlarged"``, `
 wires"``), found by fitting a bag-of-words classifier to the reports masked with the synonyms only.
 """
 
-MASK_MODES: tuple[str, ...] = ("words", "sentence")
-"""Masking modes of :func:`mask_label_words`."""
+MaskMode = Literal["words", "sentence"]
+"""How :func:`mask_label_words` masks: the label words, or whole sentences naming a label."""
+MASK_MODES: tuple[str, ...] = get_args(MaskMode)
+"""The values of :data:`MaskMode`."""
 
 _SECTION_HEADER = re.compile(r"\b(?:" + "|".join(SECTION_TITLES.values()) + r")\s*:")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])(?<![0-9]\.)\s+")  # "1. No effusion." is one sentence
-
-
-def _sentence_pattern(labels: Iterable[str]) -> re.Pattern[str]:
-    r"""``\b(?:synonym|cue|...)\b`` over the synonyms and cues of ``labels``."""
-    names = normalize_label_names(labels)
-    phrases = {p for label in names for p in (*LABEL_SYNONYMS[label], *LABEL_CUES[label])}
-    alternatives = [
-        r"\s+".join(re.escape(word) for word in phrase.split())
-        for phrase in sorted(phrases, key=lambda p: (-len(p), p))
-    ]
-    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
 
 
 def mask_label_sentences(
@@ -236,13 +251,17 @@ def mask_label_sentences(
     Args:
         text: Report text.
         labels: Labels whose synonyms (:data:`LABEL_SYNONYMS`) and cues (:data:`LABEL_CUES`)
-            mark a sentence for removal.
+            mark a sentence for removal; a name that is not an OpenI label marks the sentences
+            containing its own words.
         mask_token: Replacement for each removed sentence (default: nothing).
 
     Returns:
         The text with the matching sentences removed, whitespace collapsed.
     """
-    pattern = _sentence_pattern(labels)
+    phrases = _label_phrases(labels, cues=True)
+    if not phrases:
+        return text
+    pattern = re.compile(_alternation(phrases), re.IGNORECASE)
     pieces: list[str] = []
     headers = list(_SECTION_HEADER.finditer(text))
     bodies: list[tuple[str, str]] = []  # (header, body)
@@ -269,13 +288,14 @@ def mask_label_words(
     text: str,
     labels: Iterable[str] = OPENI_LABELS,
     mask_token: str = "",
-    mode: str = "words",
+    mode: MaskMode = "words",
 ) -> str:
     """Mask label evidence in ``text``: the label words only, or whole label-bearing sentences.
 
     Args:
         text: Report text.
-        labels: Labels whose synonyms (:data:`LABEL_SYNONYMS`) are masked.
+        labels: Labels whose synonyms (:data:`LABEL_SYNONYMS`) are masked; a name that is not
+            an OpenI label (e.g. a CSV column ``granuloma``) is masked as its own words.
         mask_token: Replacement for each matched word/phrase (``mode="words"``) or sentence
             (``mode="sentence"``). With ``""`` (default) the match is deleted together with the
             whitespace before it (or after it, at the start of the text), so no double spaces
@@ -296,7 +316,10 @@ def mask_label_words(
         return mask_label_sentences(text, labels, mask_token)
     if mode != "words":
         raise ValueError(f"mask mode {mode!r} is unknown; use one of {list(MASK_MODES)}")
-    words = _label_word_alternation(labels)
+    phrases = _label_phrases(labels)
+    if not phrases:
+        return text
+    words = _alternation(phrases)
     if mask_token:
         return re.sub(words, lambda _: mask_token, text, flags=re.IGNORECASE)
     return re.sub(rf"\s+{words}|{words}\s*", "", text, flags=re.IGNORECASE)
@@ -483,6 +506,7 @@ __all__ = [
     "LABEL_CUES",
     "LABEL_SYNONYMS",
     "MASK_MODES",
+    "MaskMode",
     "label_word_pattern",
     "load_tokenizer",
     "mask_label_sentences",

@@ -22,15 +22,18 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from medllama_fusion.datasets.problems import DataProblem
 from medllama_fusion.errors import InputError
 
-MODALITIES: tuple[str, ...] = ("text", "image")
-"""The modalities a data module can serve, in canonical order."""
+Modality = Literal["text", "image"]
+"""A modality a sample can have and a batch can carry."""
+MODALITIES: tuple[Modality, ...] = get_args(Modality)
+"""The modalities, in canonical order (text first)."""
 
 
-def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+def check_modalities(modalities: Sequence[str]) -> tuple[Modality, ...]:
     """Validate a ``modalities`` list and return it in canonical order.
 
     Args:
@@ -127,10 +130,11 @@ class LoadedSamples:
 class SampleDataset(abc.ABC, Sequence[FusionSample]):
     """A data source on disk: finds its files and parses them into samples.
 
-    Subclasses implement :meth:`load` and :meth:`describe`. Constructing one touches no file
+    Subclasses implement :meth:`load` and :meth:`describe`, and may override :meth:`prepare`
+    (fetch or write the files) and :meth:`default_tokenizer`. Constructing one touches no file
     (except where a subclass needs a header to know its label names), so a data module can
-    build it before :meth:`~lightning.pytorch.LightningDataModule.prepare_data` has fetched
-    the data.
+    build it before :meth:`prepare` has fetched the data. A data module chooses a source by
+    ``class_path`` (``data.init_args.source``).
 
     Args:
         label_names: Label names in output order.
@@ -140,9 +144,23 @@ class SampleDataset(abc.ABC, Sequence[FusionSample]):
         self.label_names: list[str] = list(label_names)
         self._loaded: LoadedSamples | None = None
 
+    def prepare(self) -> None:
+        """Fetch or write the files when asked to (the data module calls it once, on rank 0).
+
+        The default does nothing: the files are expected to be there.
+        """
+
+    def default_tokenizer(self) -> str | None:
+        """A tokenizer that comes with the data (e.g. the demo's), or ``None`` (the default)."""
+        return None
+
     @abc.abstractmethod
-    def load(self) -> LoadedSamples:
+    def load(self, modalities: Sequence[str] = MODALITIES) -> LoadedSamples:
         """Read the source: every sample, the problems found and the fixed split (if any).
+
+        Args:
+            modalities: The modalities that will be used; a source may skip work (and warnings)
+                that only a missing one needs.
 
         Returns:
             A fresh :class:`LoadedSamples` (files are read again on every call).
@@ -184,6 +202,7 @@ __all__ = [
     "SPLIT_NAMES",
     "FusionSample",
     "LoadedSamples",
+    "Modality",
     "SampleDataset",
     "check_modalities",
 ]

@@ -26,7 +26,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from medllama_fusion.datasets.base import SPLIT_ALIASES, SPLIT_NAMES, LoadedSamples, SampleDataset
+from medllama_fusion.datasets.base import (
+    MODALITIES,
+    SPLIT_ALIASES,
+    SPLIT_NAMES,
+    LoadedSamples,
+    SampleDataset,
+)
 from medllama_fusion.datasets.csv_reader import is_index_column, read_csv_rows, read_samples_csv
 from medllama_fusion.datasets.problems import UNKNOWN_SPLIT, DataProblem
 from medllama_fusion.errors import InputError
@@ -88,8 +94,11 @@ class CSVDataset(SampleDataset):
         """Name the CSV for messages."""
         return f"CSV data {self.csv_path}"
 
-    def load(self) -> LoadedSamples:
+    def load(self, modalities: Sequence[str] = MODALITIES) -> LoadedSamples:
         """Read the CSV; its split column (when given) is the fixed split.
+
+        Args:
+            modalities: Unused (every column is read).
 
         Returns:
             Samples, problems and the fixed split (when ``split_column`` is set).

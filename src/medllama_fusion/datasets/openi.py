@@ -37,6 +37,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -55,6 +56,7 @@ from medllama_fusion.datasets.csv_reader import (
     MONAI_TEXT_COLUMN,
     read_samples_csv,
 )
+from medllama_fusion.datasets.download import download_openi
 from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_names
 from medllama_fusion.datasets.nlm_reports import (
     FRONTAL_VIEWS,
@@ -73,8 +75,10 @@ from medllama_fusion.datasets.problems import (
 from medllama_fusion.datasets.reports import format_report
 from medllama_fusion.errors import InputError
 
-LAYOUTS: tuple[str, ...] = ("auto", "raw", "csv")
-"""Accepted values of ``layout``."""
+Layout = Literal["auto", "raw", "csv"]
+"""How the files of an OpenI root are laid out (see the module docstring)."""
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+"""The values of :data:`Layout`."""
 
 TSNE_FILE_NAME = "nlmcxr_tsne_pa.csv.gz"
 """torchxrayvision's frontal/lateral table, used to fill blank view positions when it sits next to
@@ -127,7 +131,38 @@ def detect_layout(root: str | Path) -> str:
         The layout name.
     """
     root = Path(root)
-    return "csv" if all((root / f).is_file() for f in MONAI_SPLIT_FILES.values()) else "raw"
+    return "csv" if _has_csv_files(root) else "raw"
+
+
+def _has_csv_files(root: Path) -> bool:
+    return all((root / name).is_file() for name in MONAI_SPLIT_FILES.values())
+
+
+def _has_reports(root: Path) -> bool:
+    try:
+        resolve_reports_source(root)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def found_layouts(root: str | Path) -> list[str]:
+    """The layouts whose files ``root`` holds (``"csv"``, ``"raw"``, both or none).
+
+    Args:
+        root: Data root.
+
+    Returns:
+        The layout names found.
+    """
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        return []
+    return [
+        name
+        for name, found in (("csv", _has_csv_files(path)), ("raw", _has_reports(path)))
+        if found
+    ]
 
 
 class OpenIDataset(SampleDataset):
@@ -137,7 +172,7 @@ class OpenIDataset(SampleDataset):
 
     Args:
         root: Data folder (raw release, MONAI CSVs, or the demo root holding both).
-        layout: ``"auto"``, ``"raw"`` or ``"csv"``.
+        layout: ``"auto"``, ``"raw"`` or ``"csv"`` (see the module docstring).
         label_names: Subset/order of the 14 labels (any spelling); ``None`` = all 14.
         views: Raw layout: accepted view positions; ``None`` = PA/AP; ``[]`` = no view
             selection (first image(s), no table needed).
@@ -146,8 +181,9 @@ class OpenIDataset(SampleDataset):
         image_dir: Raw layout: PNG folder (default ``<root>/NLMCXR_png``).
         strip_anonymization: Raw layout: remove the ``XXXX`` anonymisation tokens.
         encoding: CSV layout: text encoding of the CSV files (e.g. ``cp1252`` for Excel exports).
-        modalities: The modalities that will be used; without ``"image"`` no view table is
-            needed (no warning when none is found).
+        download: Download the NLM release into ``root`` when the data module prepares the
+            data (:func:`~medllama_fusion.datasets.download.download_openi`; nothing happens
+            when it is there already).
 
     Raises:
         InputError: For an unknown ``layout`` or label name.
@@ -156,7 +192,7 @@ class OpenIDataset(SampleDataset):
     def __init__(
         self,
         root: str | Path,
-        layout: str = "auto",
+        layout: Layout = "auto",
         label_names: Sequence[str] | None = None,
         views: Sequence[str] | None = None,
         one_image_per_report: bool = True,
@@ -164,7 +200,7 @@ class OpenIDataset(SampleDataset):
         image_dir: str | Path | None = None,
         strip_anonymization: bool = False,
         encoding: str = "utf-8",
-        modalities: Sequence[str] = MODALITIES,
+        download: bool = False,
     ) -> None:
         if layout not in LAYOUTS:
             raise InputError(f"layout must be one of {LAYOUTS}; got {layout!r}.")
@@ -178,7 +214,17 @@ class OpenIDataset(SampleDataset):
         self.image_dir = Path(image_dir) if image_dir is not None else self.root / IMAGES_FOLDER
         self.strip_anonymization = strip_anonymization
         self.encoding = encoding
-        self.modalities = check_modalities(modalities)
+        self.download = download
+
+    def prepare(self) -> None:
+        """Download the NLM release into ``root`` when ``download`` is set (once)."""
+        if self.download:
+            download_openi(self.root)
+
+    def default_tokenizer(self) -> str | None:
+        """``<root>/tokenizer`` when that folder exists, else ``None``."""
+        folder = self.root / "tokenizer"
+        return str(folder) if folder.is_dir() else None
 
     @property
     def resolved_layout(self) -> str:
@@ -190,29 +236,51 @@ class OpenIDataset(SampleDataset):
         return f"OpenI data at {self.root} (layout {self.resolved_layout!r})"
 
     def has_data(self) -> bool:
-        """Whether ``root`` holds data for ``layout`` (the CSV files and/or the reports)."""
-        csv_found = all((self.root / name).is_file() for name in MONAI_SPLIT_FILES.values())
-        if self.layout == "csv":
-            return csv_found
-        try:
-            resolve_reports_source(self.root)
-        except FileNotFoundError:
-            return csv_found and self.layout == "auto"
-        return True
+        """Whether ``root`` holds the files of ``layout`` (``"auto"``: of either layout)."""
+        found = found_layouts(self.root)
+        return bool(found) if self.layout == "auto" else self.layout in found
 
-    def load(self) -> LoadedSamples:
+    def missing_data_message(self) -> str:
+        """Say what ``root`` holds instead of the files of ``layout``, and what to set."""
+        found = found_layouts(self.root)
+        wanted = {
+            "csv": "the MONAI CSV files (train.csv, validation.csv, test.csv)",
+            "raw": "the raw NLM release (NLMCXR_reports.tgz or ecgen-radiology/)",
+            "auto": "OpenI data in either layout",
+        }[self.layout]
+        if found:
+            other = found[0]
+            names = {"csv": "the MONAI CSV files", "raw": "the raw NLM release"}
+            return (
+                f"{self.root} holds {names[other]}, not {wanted} that layout {self.layout!r} "
+                f"reads; set `layout: {other}` (--data.init_args.source.init_args.layout "
+                f"{other}) or `layout: auto`."
+            )
+        return (
+            f"{self.root} holds no OpenI data: expected {wanted}. Point root at the folder "
+            "holding the data, or set `download: true` to fetch the NLM release into it."
+        )
+
+    def load(self, modalities: Sequence[str] = MODALITIES) -> LoadedSamples:
         """Read the samples of the resolved layout.
+
+        Args:
+            modalities: The modalities that will be used; without ``"image"`` no view table is
+                needed (no warning when none is found).
 
         Returns:
             Samples, problems and (CSV layout) the fixed split.
 
         Raises:
-            DataFileNotFoundError: If the files of the layout are not in ``root``.
+            DataFileNotFoundError: If the files of the layout are not in ``root`` (the message
+                names what is there and the setting to change).
             CSVEncodingError: If a CSV file is not in ``encoding``.
         """
+        if not self.has_data():
+            raise DataFileNotFoundError(self.missing_data_message())
         if self.resolved_layout == "csv":
             return self._load_csv()
-        return self._load_raw()
+        return self._load_raw(check_modalities(modalities))
 
     def _load_csv(self) -> LoadedSamples:
         """Read the MONAI CSV layout with its fixed split."""
@@ -237,13 +305,13 @@ class OpenIDataset(SampleDataset):
             loaded.split_sources[split] = str(self.root / file_name)
         return loaded
 
-    def _view_metadata(self) -> dict[str, str] | None:
+    def _view_metadata(self, modalities: Sequence[str]) -> dict[str, str] | None:
         """Load the view table, or ``None`` (first-image fallback) with a warning."""
         if self.view_filter_disabled:
             return None
         path = find_view_metadata(self.root, self.metadata_csv)
         if path is None:
-            if "image" not in self.modalities:
+            if "image" not in modalities:
                 return None
             rank_zero_warn(
                 f"no view-position table for {self.root}: using the first image of each report. "
@@ -259,7 +327,7 @@ class OpenIDataset(SampleDataset):
         suffix = "" if Path(image_id).suffix.lower() in IMAGE_SUFFIXES else ".png"
         return self.image_dir / f"{image_id}{suffix}"
 
-    def _load_raw(self) -> LoadedSamples:
+    def _load_raw(self, modalities: Sequence[str]) -> LoadedSamples:
         """Parse the raw NLM release and select images per report (see the module docstring)."""
         try:
             source = resolve_reports_source(self.root)
@@ -272,7 +340,7 @@ class OpenIDataset(SampleDataset):
         for problem in parse_problems:
             if not problem.message.startswith("empty report"):
                 loaded.problems.append(DataProblem(MALFORMED_XML, problem.path, problem.message))
-        metadata = self._view_metadata()
+        metadata = self._view_metadata(modalities)
         views = self.views if metadata is not None else None
         for report in reports:
             image_ids = select_images(report, views, metadata, self.one_image_per_report)
@@ -302,7 +370,9 @@ __all__ = [
     "LAYOUTS",
     "METADATA_FILE_NAMES",
     "TSNE_FILE_NAME",
+    "Layout",
     "OpenIDataset",
     "detect_layout",
     "find_view_metadata",
+    "found_layouts",
 ]

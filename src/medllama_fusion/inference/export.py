@@ -1,12 +1,13 @@
-"""Export a trained model as a self-contained folder that loads without Lightning.
+"""The exported model folder: a trained model that loads without Lightning or its backbone.
 
-``medllama-fusion export --ckpt_path RUN/checkpoints/last.ckpt --output_dir my_model`` (or
-:func:`export_checkpoint`) merges every LoRA adapter into its frozen layer with PEFT's
-``LoraLayer.merge``, then writes
+``medllama-fusion export --config quickstart --ckpt_path last --output_dir my_model`` (or
+:func:`~medllama_fusion.inference.pipeline.export_checkpoint`) merges every LoRA adapter into its
+frozen layer with PEFT's ``LoraLayer.merge``, then writes
 
 - ``model.safetensors``: every weight of the merged model (frozen base included),
 - ``config.json``: the fusion class and its arguments (the backbone as a plain ``LlamaConfig``,
-  no LoRA), the label names, the preprocessing and the decision thresholds if any,
+  no LoRA), the :class:`~medllama_fusion.data.preprocessing.Preprocessing` record (label names
+  included) and the decision thresholds if any,
 - ``tokenizer/``: the tokenizer (``save_pretrained``),
 - ``README.md``: a model card (``huggingface_hub``).
 
@@ -15,13 +16,16 @@
 hub repo) and gives the same outputs as the checkpoint within the dtype's tolerance;
 ``FusionPipeline.push_to_hub`` uploads it. A quantized (QLoRA) base cannot be merged exactly:
 load such a run with ``quantization: null`` before exporting.
+
+This is the format to send to others: opening it reads a safetensors file and JSON, and never
+runs code from the files (a ``.ckpt`` is a pickle, for resuming your own runs).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +37,22 @@ from medllama_fusion.errors import InputError
 from medllama_fusion.models import FusionModel
 
 __all__ = [
+    "EXPORT_FORMAT",
+    "TOKENIZER_DIR",
+    "WEIGHTS_NAME",
     "build_exported_model",
-    "export_checkpoint",
     "export_config",
     "load_weights",
-    "main",
     "merge_lora",
     "save_weights",
 ]
+
+EXPORT_FORMAT = "medllama-fusion/2"
+"""Format tag of an exported folder's ``config.json`` (a loader refuses other formats)."""
+WEIGHTS_NAME = "model.safetensors"
+"""File of the merged weights in an exported folder."""
+TOKENIZER_DIR = "tokenizer"
+"""Folder of the tokenizer in an exported folder."""
 
 _STANDARD_ARGS = (
     "backbone",
@@ -196,8 +208,14 @@ def build_exported_model(config: Mapping[str, Any]) -> FusionModel:
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
-    """Write all weights to a safetensors file (shared tensors stored once)."""
+    """Write all weights to a safetensors file (shared tensors stored once).
+
+    The file gets the permissions of any new file (the process umask), like the other outputs.
+    """
     save_model(model, str(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -213,57 +231,3 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             f"{path} does not match the model in config.json: missing {sorted(missing)[:10]}, "
             f"unexpected {sorted(unexpected)[:10]}; re-export the model."
         )
-
-
-def export_checkpoint(
-    checkpoint: str | Path,
-    output_dir: str | Path,
-    config: str | Path | None = None,
-    push_to_hub: str | None = None,
-) -> Path:
-    """Export a ``fit`` checkpoint to a self-contained folder (see the module docstring).
-
-    Args:
-        checkpoint: The ``.ckpt`` file.
-        output_dir: Folder to write.
-        config: The run's config YAML (default: the one stored in the checkpoint).
-        push_to_hub: Also upload to this hub repo id.
-
-    Returns:
-        ``output_dir`` as a path.
-    """
-    from medllama_fusion.inference.pipeline import FusionPipeline
-
-    pipe = FusionPipeline.from_checkpoint(checkpoint, config=config, map_location="cpu")
-    pipe.save_pretrained(output_dir)
-    if push_to_hub:
-        pipe.push_to_hub(push_to_hub)
-    return Path(output_dir)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``medllama-fusion export``: write a self-contained, LoRA-merged model folder.
-
-    Args:
-        argv: Arguments after the subcommand.
-    """
-    parser = argparse.ArgumentParser(
-        prog="medllama-fusion export",
-        description="Merge LoRA and save a model folder that loads without Lightning.",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a fit run")
-    parser.add_argument("--output_dir", required=True, help="folder to write")
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="the run's config YAML (default: the one stored in the checkpoint)",
-    )
-    parser.add_argument(
-        "--push_to_hub",
-        default=None,
-        metavar="REPO_ID",
-        help="also upload the folder to this Hugging Face Hub repo",
-    )
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    out = export_checkpoint(args.ckpt_path, args.output_dir, args.config, args.push_to_hub)
-    print(f"exported model written to {out.resolve()}", flush=True)

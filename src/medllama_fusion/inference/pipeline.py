@@ -1,16 +1,20 @@
 """One call from an image and a report to label probabilities: :class:`FusionPipeline`.
 
-A pipeline holds a fusion model in eval mode plus exactly the preprocessing of the data module
-that trained it (tokenizer, ``max_length``, image size and normalisation, label-word masking)::
+A pipeline holds a fusion model in eval mode and the
+:class:`~medllama_fusion.data.preprocessing.Preprocessing` record it was trained with, read from
+its checkpoint or exported folder::
 
-    pipe = FusionPipeline.from_checkpoint("outputs/quickstart/.../checkpoints/last.ckpt")
+    pipe = FusionPipeline.from_checkpoint("outputs/quickstart/<run>/checkpoints/last.ckpt")
     pipe(image="demo_data/images/CXR1_IM-0001-1001.png", report="The heart is enlarged.")
     # {"Atelectasis": 0.03, "Cardiomegaly": 0.91, ...}
 
-Images may be a file path (PNG/JPEG/TIFF/DICOM), a PIL image, a NumPy array or a tensor
-(``[H, W]`` or ``[1, H, W]``; uint8 is divided by 255, floats are taken as ``[0, 1]``); either
-``image`` or ``report`` may be omitted (the model's missing-modality path). Lists run as one
-batch and return a list of dicts.
+Reports go through the record's :meth:`~Preprocessing.encode` (label-word masking as in
+training, tokenization, truncation), images through :meth:`~Preprocessing.image` (decoded
+straight to the image size as the data modules read files), and batches through the record's
+collator, so a prediction here equals the one ``medllama-fusion predict`` writes for the same
+sample. Images may be a file path (PNG/JPEG/TIFF/DICOM), a PIL image, a NumPy array or a tensor;
+either ``image`` or ``report`` may be omitted (the model's missing-modality path), also per
+sample (``None`` in a list). Lists run as one batch and return a list of dicts.
 
 :meth:`FusionPipeline.save_pretrained` writes a self-contained folder (LoRA merged into the
 frozen layers, ``model.safetensors``, ``config.json``, ``tokenizer/``) that
@@ -20,217 +24,63 @@ frozen layers, ``model.safetensors``, ``config.json``, ``tokenizer/``) that
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import torch
-import yaml
 from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import Tensor
-from torchvision.transforms.v2.functional import resize
 
-from medllama_fusion.data.images import (
-    build_image_transform,
-    read_resized,
-    resize_pil_image,
-)
+from medllama_fusion.data.dataset import model_inputs
+from medllama_fusion.data.images import ImageInput
+from medllama_fusion.data.preprocessing import PREPROCESSING_KEY, Preprocessing
 from medllama_fusion.errors import InputError
+from medllama_fusion.inference.checkpoints import load_checkpoint
+from medllama_fusion.inference.export import (
+    EXPORT_FORMAT,
+    TOKENIZER_DIR,
+    WEIGHTS_NAME,
+    build_exported_model,
+    export_config,
+    load_weights,
+    merge_lora,
+    save_weights,
+)
 from medllama_fusion.models import FusionModel
-from medllama_fusion.trainers.callbacks import RUN_CONFIG_KEY
+from medllama_fusion.trainers.operating_points import thresholds_from_checkpoint
 
-__all__ = [
-    "FusionPipeline",
-    "ImageInput",
-    "find_run_config",
-    "load_checkpoint_thresholds",
-    "run_datamodule",
-]
-
-ImageInput = Any
-"""A path (``str``/``Path``), a PIL image, a NumPy array or a tensor."""
-
-EXPORT_FORMAT = "medllama-fusion/1"
-WEIGHTS_NAME = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
-THRESHOLDS_KEY = "OperatingPoints"
+__all__ = ["FusionPipeline", "export_checkpoint", "preprocessing_from_checkpoint"]
 
 
-def find_run_config(checkpoint: str | Path) -> Path | None:
-    """Return the ``config.yaml`` LightningCLI saved for the run of ``checkpoint`` (or None).
-
-    LightningCLI writes the parsed configuration to ``<log_dir>/config.yaml`` and checkpoints to
-    ``<log_dir>/checkpoints/``; the checkpoint's folder and its parent are searched.
+def preprocessing_from_checkpoint(checkpoint: Mapping[str, Any], source: str) -> Preprocessing:
+    """The preprocessing record a checkpoint carries.
 
     Args:
-        checkpoint: Checkpoint path.
+        checkpoint: A checkpoint dict (:func:`.load_checkpoint`).
+        source: The file, named in errors.
 
     Returns:
-        The config path, or ``None`` when there is none.
-    """
-    path = Path(checkpoint).resolve()
-    for folder in (path.parent, path.parent.parent):
-        candidate = folder / "config.yaml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_checkpoint_thresholds(checkpoint: Mapping[str, Any]) -> dict[str, float] | None:
-    """Return the per-label thresholds an ``OperatingPoints`` callback stored (or None).
-
-    Args:
-        checkpoint: A loaded Lightning checkpoint dict.
-
-    Returns:
-        ``{label: threshold}`` or ``None``.
-    """
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if str(key).startswith(THRESHOLDS_KEY) and state.get("thresholds"):
-            return {str(k): float(v) for k, v in state["thresholds"].items()}
-    return None
-
-
-def _resolve_relative(value: Any, bases: Sequence[Path]) -> Any:
-    """Resolve a relative path of a saved config against the cwd, then each of ``bases``."""
-    if not isinstance(value, str) or not value or Path(value).is_absolute():
-        return value
-    if Path(value).exists():
-        return value
-    for folder in bases:
-        if (folder / value).exists():
-            return str(folder / value)
-    return value
-
-
-def _import_class(class_path: str) -> type:
-    module_name, _, name = class_path.rpartition(".")
-    if not module_name:
-        module_name, name = "medllama_fusion", class_path
-    return getattr(importlib.import_module(module_name), name)  # type: ignore[no-any-return]
-
-
-def _datamodule_from_config(config: Mapping[str, Any], source: str, bases: Sequence[Path]) -> Any:
-    """Build (without ``setup``) the data module a saved LightningCLI config describes.
-
-    Args:
-        config: The parsed run configuration.
-        source: Where it came from, for messages.
-        bases: Folders that relative data paths may be relative to (after the cwd).
-    """
-    data = config.get("data")
-    if not isinstance(data, Mapping) or "class_path" not in data:
-        raise InputError(
-            f"{source} has no `data: class_path:` section; pass the training config with "
-            "`config=` (the YAML given to `fit`)."
-        )
-    import medllama_fusion.datamodules  # noqa: F401  (short class names)
-
-    init_args = {
-        k: _resolve_relative(v, bases) for k, v in dict(data.get("init_args") or {}).items()
-    }
-    init_args.pop("demo", None)  # never write demo data from a prediction
-    cls = _import_class(str(data["class_path"]))
-    return cls(**init_args)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load`` a checkpoint on the CPU, as an :class:`InputError` when it is unreadable."""
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist; pass the .ckpt file of a run.")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # any unpickling/zip failure means "not a checkpoint"
-        raise InputError(
-            f"{path} is not a readable checkpoint ({type(error).__name__}: {error}); pass the "
-            ".ckpt file written by `medllama-fusion fit`."
-        ) from error
-    if not isinstance(loaded, dict):
-        raise InputError(f"{path} is not a Lightning checkpoint (no dict inside).")
-    return loaded
-
-
-def run_datamodule(
-    checkpoint: str | Path,
-    config: str | Path | None = None,
-    loaded: Mapping[str, Any] | None = None,
-) -> Any:
-    """Rebuild (without ``setup``) the data module of the run that wrote ``checkpoint``.
-
-    The configuration comes from ``config`` when given, else from the checkpoint (the CLI
-    stores it there), else from ``config.yaml`` next to the checkpoint's folder.
-
-    Args:
-        checkpoint: Checkpoint path.
-        config: The run's config YAML, overriding the stored one.
-        loaded: The checkpoint already loaded with ``torch.load`` (read from disk when None).
-
-    Returns:
-        The data module.
+        The record.
 
     Raises:
-        InputError: When no configuration can be found or it has no ``data`` section.
+        InputError: When the checkpoint carries none (written outside a library data module).
     """
-    path = Path(checkpoint)
-    if loaded is None:
-        loaded = _load_checkpoint(path)
-    stored = loaded.get(RUN_CONFIG_KEY)
-    if config is None and isinstance(stored, Mapping) and stored.get("yaml"):
-        settings = yaml.safe_load(str(stored["yaml"])) or {}
-        source = f"the configuration stored in {path}"
-        bases = [Path(str(stored.get("workdir") or ".")), *path.resolve().parents]
-    else:
-        config_path = Path(config) if config is not None else find_run_config(path)
-        if config_path is None or not config_path.is_file():
-            raise InputError(
-                f"{path} holds no run configuration and no config.yaml is next to it (looked in "
-                "its folder and the parent); pass config=<the YAML used for fit>."
-            )
-        settings = yaml.safe_load(config_path.read_text()) or {}
-        source = str(config_path)
-        bases = list(config_path.resolve().parents)
-    return _datamodule_from_config(settings, source, bases)
-
-
-def _to_resized(image: ImageInput, size: int) -> Tensor:
-    """Turn one image input into the resized ``[1, size, size]`` image the data modules read.
-
-    Files go through :func:`~medllama_fusion.data.images.read_resized`; PIL images and 8- or
-    16-bit arrays through the same Pillow resize in their integer type, so every form of the same
-    8-bit picture gives the same tensor. Float arrays (values in ``[0, 1]``) are resized as
-    floats.
-    """
-    from PIL import Image
-
-    if isinstance(image, (str, Path)):
-        return read_resized(image, size)
-    if isinstance(image, Image.Image):
-        return resize_pil_image(image, size)
-    if isinstance(image, Tensor):
-        image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
+    stored = checkpoint.get(PREPROCESSING_KEY)
+    if not isinstance(stored, Mapping):
         raise InputError(
-            f"image of type {type(image).__name__} is not supported; pass a file path, a PIL "
-            "image, a NumPy array or a tensor."
+            f"{source} carries no preprocessing record: it was trained without one of this "
+            "library's data modules (or by an older version). Build the pipeline yourself: "
+            "FusionPipeline(model, Preprocessing(...).complete(label_names=...))."
         )
-    array = np.squeeze(image)
-    colour = array.ndim == 3 and array.shape[-1] in (3, 4)
-    if colour and array.dtype == np.uint8:  # RGB(A) → luminance, as Pillow reads a colour file
-        return resize_pil_image(Image.fromarray(np.ascontiguousarray(array[..., :3])), size)
-    if colour:
-        array = array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], "float32")
-    if array.ndim != 2:
-        raise InputError(
-            f"image array has shape {tuple(image.shape)}; pass a 2-D grayscale array "
-            "[H, W] (or [1, H, W], or [H, W, 3] RGB)."
-        )
-    if array.dtype in (np.uint8, np.uint16):
-        return resize_pil_image(Image.fromarray(np.ascontiguousarray(array)), size)
-    unit = torch.from_numpy(np.clip(array.astype(np.float32), 0.0, 1.0))[None]
-    return resize(unit, [size, size], antialias=True)
+    return Preprocessing.from_dict(stored, source=source)
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    if value is None:
+        return None
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class FusionPipeline(ModelHubMixin):
@@ -241,205 +91,159 @@ class FusionPipeline(ModelHubMixin):
 
     Args:
         model: The fusion model (put in eval mode).
-        tokenizer: The tokenizer the model was trained with.
-        label_names: Output label names.
-        max_length: Maximum report length in tokens.
-        image_size: Image side length the model expects.
-        image_mean: Image normalisation mean.
-        image_std: Image normalisation std.
-        mask_label_words: Remove label words from reports (as in training).
+        preprocessing: The complete record it was trained with (label names included).
         thresholds: Optional per-label decision thresholds (``{label: threshold}``).
+
+    Raises:
+        InputError: When the record names no labels or another number than the model has.
     """
 
     def __init__(
         self,
         model: FusionModel,
-        tokenizer: Any,
-        label_names: Sequence[str],
-        max_length: int = 256,
-        image_size: int = 224,
-        image_mean: float = 0.5,
-        image_std: float = 0.5,
-        mask_label_words: bool = False,
+        preprocessing: Preprocessing,
         thresholds: Mapping[str, float] | None = None,
     ) -> None:
+        if len(preprocessing.label_names) != model.num_labels:
+            raise InputError(
+                f"the preprocessing record names {len(preprocessing.label_names)} labels "
+                f"{list(preprocessing.label_names)} but the model has {model.num_labels} outputs."
+            )
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.label_names = list(label_names)
-        self.max_length = int(max_length)
-        self.image_size = int(image_size)
-        self.image_mean = float(image_mean)
-        self.image_std = float(image_std)
-        self.mask_label_words = bool(mask_label_words)
+        self.preprocessing = preprocessing
         self.thresholds = dict(thresholds) if thresholds else None
-        self.transform = build_image_transform(
-            self.image_size, train=False, mean=self.image_mean, std=self.image_std
-        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_checkpoint(
         cls,
         checkpoint: str | Path,
-        config: str | Path | None = None,
         map_location: str | torch.device | None = None,
+        weights_only: bool = True,
     ) -> FusionPipeline:
-        """Load a ``fit`` checkpoint and the preprocessing of its data module.
+        """Load a ``fit`` checkpoint: the model, its preprocessing record and its thresholds.
 
         Args:
             checkpoint: Path of a Lightning checkpoint written by ``medllama-fusion fit``.
-            config: The run's config YAML; default the configuration the CLI stored in the
-                checkpoint, else ``config.yaml`` next to the checkpoint's folder. Relative data
-                paths are resolved against the current folder, then the run's working folder
-                and the checkpoint's parent folders.
-            map_location: Device to load onto; default the device it was saved from when
-                available, else CPU.
+            map_location: Device to load onto; default CUDA when available, else CPU.
+            weights_only: Refuse a file that asks to run code when opened (default). ``False``
+                opens it with full trust: only for your own older files.
 
         Returns:
-            The pipeline (model in eval mode, on the checkpoint's dtype).
+            The pipeline (model in eval mode).
 
         Raises:
-            InputError: When the checkpoint or its config cannot be found.
+            InputError: When the checkpoint cannot be opened or carries no record.
         """
         from medllama_fusion.trainers import FusionClassifier
 
         path = Path(checkpoint)
-        raw = _load_checkpoint(path)
-        datamodule = run_datamodule(path, config, raw)
+        raw = load_checkpoint(path, weights_only=weights_only)
+        record = preprocessing_from_checkpoint(raw, str(path))
         if map_location is None:
             map_location = "cuda" if torch.cuda.is_available() else "cpu"
-        module = FusionClassifier.load_from_checkpoint(path, map_location=map_location)
-        return cls.from_parts(
-            module.fusion, datamodule, module.label_names, load_checkpoint_thresholds(raw)
+        module = FusionClassifier.load_from_checkpoint(
+            path, map_location=map_location, weights_only=weights_only
         )
+        return cls(module.fusion, record, thresholds_from_checkpoint(raw))
 
-    @classmethod
-    def from_parts(
-        cls,
-        model: FusionModel,
-        datamodule: Any,
-        label_names: Sequence[str] | None = None,
-        thresholds: Mapping[str, float] | None = None,
-    ) -> FusionPipeline:
-        """Build a pipeline from a model and the (not necessarily set-up) data module.
+    # ------------------------------------------------------------------ what it holds
+    @property
+    def label_names(self) -> list[str]:
+        """Output label names."""
+        return list(self.preprocessing.label_names)
 
-        Args:
-            model: The fusion model.
-            datamodule: A :class:`~medllama_fusion.datamodules.FusionDataModule`.
-            label_names: Label names; default the data module's.
-            thresholds: Optional per-label thresholds.
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer of the record."""
+        return self.preprocessing.loaded_tokenizer
 
-        Returns:
-            The pipeline.
-        """
-        return cls(
-            model,
-            datamodule.tokenizer,
-            list(label_names or datamodule.label_names),
-            max_length=datamodule.max_length,
-            image_size=datamodule.image_size,
-            image_mean=datamodule.image_mean,
-            image_std=datamodule.image_std,
-            mask_label_words=datamodule.mask_label_words,
-            thresholds=thresholds,
-        )
-
-    # ------------------------------------------------------------------ preprocessing
     @property
     def device(self) -> torch.device:
         """Device of the model's parameters."""
         return next(self.model.parameters()).device
 
-    def preprocess_image(self, image: ImageInput) -> Tensor:
-        """Return the normalised ``FloatTensor [1, H, W]`` the model sees for one image.
-
-        A file is read exactly as the data modules read it (decoded straight to
-        ``image_size``, :func:`~medllama_fusion.data.images.read_resized`), so a
-        prediction here equals the one ``medllama-fusion predict`` writes for that file; a PIL
-        image or an 8/16-bit array of the same picture gives the same tensor.
-        """
-        return self.transform(_to_resized(image, self.image_size))
-
-    def preprocess_text(self, report: str) -> list[int]:
-        """Return the token ids (at most ``max_length``) the model sees for one report."""
-        if not isinstance(report, str):
-            raise InputError(f"report must be a string, got {type(report).__name__}.")
-        if self.mask_label_words:
-            from medllama_fusion.datamodules.base import _mask_generic_label_words
-
-            report = _mask_generic_label_words(report, self.label_names)
-        encoded = self.tokenizer(
-            report, truncation=True, max_length=self.max_length, add_special_tokens=True
-        )
-        return list(encoded["input_ids"])
-
+    # ------------------------------------------------------------------ preprocessing
     def make_batch(
         self,
-        image: ImageInput | Sequence[ImageInput] | None = None,
-        report: str | Sequence[str] | None = None,
+        image: ImageInput | Sequence[ImageInput | None] | None = None,
+        report: str | Sequence[str | None] | None = None,
     ) -> dict[str, Any]:
-        """Build the model batch (``input_ids``, ``attention_mask``, ``pixel_values``).
+        """Build the model batch exactly as the data modules do (on the model's device).
 
         Args:
-            image: One image or a list of images (or ``None`` for text only).
-            report: One report or a list of reports (or ``None`` for image only).
+            image: One image or a list of images (``None``: no image, for all or one sample).
+            report: One report or a list of reports (``None``: no report).
 
         Returns:
-            The batch on the model's device.
+            The collated batch (``input_ids``, ``attention_mask``, ``text_present``,
+            ``pixel_values``, ``image_present``, as the record's modalities say).
 
         Raises:
-            InputError: When both are missing or the list lengths differ.
+            InputError: When both are missing, the list lengths differ, a report is not a
+                string, or a modality the model was not trained on is given.
         """
-        if image is None and report is None:
+        images, reports = _as_list(image), _as_list(report)
+        if images is None and reports is None:
             raise InputError("pass image=..., report=... or both.")
-        images = (
-            None
-            if image is None
-            else (list(image) if isinstance(image, (list, tuple)) else [image])
-        )
-        reports = (
-            None
-            if report is None
-            else (list(report) if isinstance(report, (list, tuple)) else [report])
-        )
         if images is not None and reports is not None and len(images) != len(reports):
             raise InputError(
                 f"got {len(images)} images but {len(reports)} reports; pass one report per image."
             )
-        batch: dict[str, Any] = {}
+        prep = self.preprocessing
+        for name, given in (("image", images), ("text", reports)):
+            if (
+                given is not None
+                and any(v is not None for v in given)
+                and name not in prep.modalities
+            ):
+                raise InputError(
+                    f"this model was trained on {list(prep.modalities)} only; do not pass "
+                    f"{'image' if name == 'image' else 'report'}=."
+                )
+        count = len(images if images is not None else reports or [])
+        items: list[dict[str, Any]] = [
+            {"id": str(i), "index": i, "group_index": i} for i in range(count)
+        ]
+        if "text" in prep.modalities:
+            texts = reports or [None] * count
+            for text in texts:
+                if text is not None and not isinstance(text, str):
+                    raise InputError(f"report must be a string, got {type(text).__name__}.")
+            present = [bool(text and text.strip()) for text in texts]
+            ids = prep.encode([text or "" for text in texts])
+            for item, seq, has in zip(items, ids, present, strict=True):
+                item["input_ids"] = torch.tensor(seq if has else [], dtype=torch.long)
+                item["text_present"] = has
+        if "image" in prep.modalities:
+            given = images or [None] * count
+            size = prep.image_size
+            for item, picture in zip(items, given, strict=True):
+                has = picture is not None
+                item["pixel_values"] = (
+                    prep.image(picture)
+                    if has
+                    else torch.zeros((1, size, size), dtype=torch.float32)
+                )
+                item["image_present"] = has
+        batch = prep.collator()(items)
         device = self.device
-        if reports is not None:
-            ids = [self.preprocess_text(cast(str, r)) for r in reports]
-            width = max(1, max(len(i) for i in ids))
-            pad = self.tokenizer.pad_token_id
-            pad = int(pad if pad is not None else self.tokenizer.eos_token_id or 0)
-            input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(ids), width), dtype=torch.long)
-            for row, seq in enumerate(ids):
-                input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                mask[row, : len(seq)] = 1
-            batch["input_ids"], batch["attention_mask"] = input_ids.to(device), mask.to(device)
-        if images is not None:
-            pixels = torch.stack([self.preprocess_image(i) for i in images])
-            batch["pixel_values"] = pixels.to(device=device, dtype=self.model.backbone.dtype)
-        return batch
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
     def logits(self, batch: Mapping[str, Any]) -> Tensor:
         """Logits ``[B, C]`` (float32) of a batch from :meth:`make_batch` (eval mode)."""
         self.model.eval()
-        out = self.model(
-            input_ids=batch.get("input_ids"),
-            attention_mask=batch.get("attention_mask"),
-            pixel_values=batch.get("pixel_values"),
-        )
-        return out.logits.float()
+        inputs = model_inputs(batch)
+        if inputs["pixel_values"] is not None:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.backbone.dtype)
+        return self.model(**inputs).logits.float()
 
     def __call__(
         self,
-        image: ImageInput | Sequence[ImageInput] | None = None,
-        report: str | Sequence[str] | None = None,
+        image: ImageInput | Sequence[ImageInput | None] | None = None,
+        report: str | Sequence[str | None] | None = None,
     ) -> dict[str, float] | list[dict[str, float]]:
         """Return ``{label: probability}`` (a list of them for list inputs).
 
@@ -452,11 +256,8 @@ class FusionPipeline(ModelHubMixin):
         """
         probs = torch.sigmoid(self.logits(self.make_batch(image, report))).cpu().tolist()
         rows = [dict(zip(self.label_names, row, strict=True)) for row in probs]
-        return (
-            rows
-            if isinstance(image, (list, tuple)) or isinstance(report, (list, tuple))
-            else rows[0]
-        )
+        listed = isinstance(image, (list, tuple)) or isinstance(report, (list, tuple))
+        return rows if listed else rows[0]
 
     def decide(self, probabilities: Mapping[str, float]) -> dict[str, int]:
         """Apply the stored thresholds: ``{label: 0/1}``.
@@ -474,25 +275,20 @@ class FusionPipeline(ModelHubMixin):
     # ------------------------------------------------------------------ export (hub mixin)
     def _save_pretrained(self, save_directory: Path) -> None:
         """Merge LoRA and write weights, ``config.json`` and the tokenizer (hub mixin hook)."""
-        from medllama_fusion.inference.export import export_config, merge_lora, save_weights
-
+        folder = Path(save_directory)
         merge_lora(self.model)
-        save_weights(self.model, Path(save_directory) / WEIGHTS_NAME)
-        self.tokenizer.save_pretrained(str(Path(save_directory) / TOKENIZER_DIR))
+        save_weights(self.model, folder / WEIGHTS_NAME)
+        record = self.preprocessing.to_dict()
+        if "text" in self.preprocessing.modalities:
+            self.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+            record["tokenizer"] = TOKENIZER_DIR
         config = {
             "format": EXPORT_FORMAT,
             "fusion": export_config(self.model),
-            "labels": self.label_names,
-            "preprocessing": {
-                "max_length": self.max_length,
-                "image_size": self.image_size,
-                "image_mean": self.image_mean,
-                "image_std": self.image_std,
-                "mask_label_words": self.mask_label_words,
-            },
+            PREPROCESSING_KEY: record,
             "decision_thresholds": self.thresholds,
         }
-        (Path(save_directory) / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]
@@ -508,10 +304,6 @@ class FusionPipeline(ModelHubMixin):
         **_: Any,
     ) -> FusionPipeline:
         """Load an exported folder (or hub repo) without Lightning (hub mixin hook)."""
-        from transformers import AutoTokenizer
-
-        from medllama_fusion.inference.export import build_exported_model, load_weights
-
         folder = Path(model_id)
         if not folder.is_dir():
             folder = Path(
@@ -529,16 +321,38 @@ class FusionPipeline(ModelHubMixin):
         if config.get("format") != EXPORT_FORMAT:
             raise InputError(
                 f"{folder} is not a medllama-fusion export (config.json format is "
-                f"{config.get('format')!r}, expected {EXPORT_FORMAT!r})."
+                f"{config.get('format')!r}, expected {EXPORT_FORMAT!r}); export it again with "
+                "this version."
             )
+        stored = dict(config[PREPROCESSING_KEY])
+        if stored.get("tokenizer") == TOKENIZER_DIR:
+            stored["tokenizer"] = str(folder / TOKENIZER_DIR)
+        record = Preprocessing.from_dict(stored, source=str(config_file))
         model = build_exported_model(config["fusion"])
         load_weights(model, folder / WEIGHTS_NAME)
         model.to(map_location)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR))
-        return cls(
-            model,
-            tokenizer,
-            config["labels"],
-            thresholds=config.get("decision_thresholds"),
-            **config["preprocessing"],
-        )
+        return cls(model, record, thresholds=config.get("decision_thresholds"))
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    push_to_hub: str | None = None,
+    weights_only: bool = True,
+) -> Path:
+    """Export a ``fit`` checkpoint to a self-contained folder (see :mod:`.export`).
+
+    Args:
+        checkpoint: The ``.ckpt`` file.
+        output_dir: Folder to write.
+        push_to_hub: Also upload to this hub repo id.
+        weights_only: Refuse a file that asks to run code when opened (default).
+
+    Returns:
+        ``output_dir`` as a path.
+    """
+    pipe = FusionPipeline.from_checkpoint(checkpoint, map_location="cpu", weights_only=weights_only)
+    pipe.save_pretrained(output_dir)
+    if push_to_hub:
+        pipe.push_to_hub(push_to_hub)
+    return Path(output_dir)

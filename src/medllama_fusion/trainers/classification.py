@@ -32,6 +32,8 @@ from torch.nn.modules.module import _IncompatibleKeys
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from ..data.dataset import model_inputs
+from ..data.preprocessing import PREPROCESSING_KEY
 from ..errors import InputError
 from ..metrics import (
     DEFAULT_MIN_POSITIVES,
@@ -42,6 +44,7 @@ from ..metrics import (
 )
 from ..models import FusionModel
 from ..models.parameter_report import format_parameter_report
+from .checkpoint_state import CheckpointMismatchError, describe_mismatch
 from .compilation import compile_blocks
 from .nonfinite import NonFiniteGuard
 from .schedules import warmup_cosine_schedule
@@ -66,6 +69,15 @@ def _given_hparams() -> dict[str, Any] | None:
         return None
     var: ContextVar = _given_hyperparameters
     return var.get()
+
+
+def _trained_labels(checkpoint: Mapping[str, Any]) -> list[str] | None:
+    """The label names a checkpoint was trained on (its record, else its hyperparameters)."""
+    record = checkpoint.get(PREPROCESSING_KEY)
+    if isinstance(record, Mapping) and record.get("label_names"):
+        return [str(name) for name in record["label_names"]]
+    names = (checkpoint.get("hyper_parameters") or {}).get("label_names")
+    return [str(name) for name in names] if names else None
 
 
 def _plot_roc(preds: Tensor, target: Tensor, report: AUROCReport, path: Path) -> None:
@@ -242,18 +254,24 @@ class FusionClassifier(LightningModule):
     def setup(self, stage: str) -> None:
         """Compute ``pos_weight='auto'`` from the training labels and compile blocks if asked.
 
-        With ``compile``, a data module that has ``use_length_buckets()`` is asked to pad
-        reports to fixed lengths (Lightning builds the dataloaders after this hook) and the
-        blocks are compiled with static shapes when it does.
+        With ``compile``, the blocks are compiled with static shapes when the data module pads
+        reports to fixed lengths (its ``padded_lengths()``; the command line links
+        ``model_compiles`` of the library's data modules to ``compile``).
         """
         if self.pos_weight_mode == "auto":
             self._auto_pos_weight(stage)
         if not self.hparams.get("compile", False):
             return
-        use_buckets = getattr(
-            getattr(self._trainer, "datamodule", None), "use_length_buckets", None
-        )
-        lengths = use_buckets() if callable(use_buckets) else None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        padded = getattr(datamodule, "padded_lengths", None)
+        lengths = padded() if callable(padded) else None
+        if lengths is None and getattr(datamodule, "model_compiles", True) is False:
+            rank_zero_warn(
+                "compile=True, but the data module pads each batch to its longest report "
+                "(model_compiles=False), so every new length compiles again; build it with "
+                "model_compiles=True (the command line links it from model.init_args.compile).",
+                category=UserWarning,
+            )
         if not self._compiled:
             compile_blocks(
                 self.fusion,
@@ -382,18 +400,10 @@ class FusionClassifier(LightningModule):
     def forward(self, batch: Mapping[str, Any]) -> Tensor:
         """Return the logits ``[B, C]`` for a batch (either modality may be missing).
 
-        ``text_present`` / ``image_present`` (per-sample presence masks) are passed to the
-        fusion model when the batch has them.
+        The batch's model inputs (:func:`~medllama_fusion.data.dataset.model_inputs`, presence
+        masks included) go to the fusion model.
         """
-        inputs: dict[str, Any] = {
-            "input_ids": batch.get("input_ids"),
-            "attention_mask": batch.get("attention_mask"),
-            "pixel_values": batch.get("pixel_values"),
-        }
-        for key in ("text_present", "image_present"):
-            if batch.get(key) is not None:
-                inputs[key] = batch[key]
-        return self.fusion(**inputs).logits  # type: ignore[no-any-return]
+        return self.fusion(**model_inputs(batch)).logits  # type: ignore[no-any-return]
 
     def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return nn.functional.binary_cross_entropy_with_logits(
@@ -626,7 +636,9 @@ class FusionClassifier(LightningModule):
         """Replace the full state dict with the adapter state (the frozen base is not written).
 
         Pending training losses are checked for NaN/inf first, so no checkpoint holds weights
-        updated from a non-finite loss.
+        updated from a non-finite loss. The data module's preprocessing record is stored too
+        (:mod:`medllama_fusion.data.preprocessing`), so ``predict``, the pipeline, ``explain``
+        and ``export`` preprocess exactly as training did.
         """
         self._check_nonfinite()
         checkpoint["state_dict"] = {
@@ -637,9 +649,24 @@ class FusionClassifier(LightningModule):
         if self._schedule_steps is not None:
             extra["schedule_warmup_steps"], extra["schedule_total_steps"] = self._schedule_steps
         checkpoint[_CKPT_KEY] = extra
+        record = getattr(getattr(self.trainer, "datamodule", None), "preprocessing", None)
+        if record is not None:  # the library's data modules: inference reads it back
+            checkpoint[PREPROCESSING_KEY] = record.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the stored ``pos_weight`` (``"auto"`` mode) and the schedule's planned length."""
+        """Check the labels; restore ``pos_weight`` (``"auto"``) and the schedule's length.
+
+        Raises:
+            InputError: When the checkpoint was trained on other label names than this model's
+                (the data's), naming both lists.
+        """
+        trained = _trained_labels(checkpoint)
+        if trained is not None and trained != self.label_names:
+            raise InputError(
+                f"the checkpoint was trained on {len(trained)} labels {trained}, but the data "
+                f"has {len(self.label_names)} labels {self.label_names}; evaluate it on data with "
+                "the labels it was trained on (the same label_names, in the same order)."
+            )
         extra = checkpoint.get(_CKPT_KEY) or {}
         stored = extra.get("pos_weight")
         if self.pos_weight_mode == "auto" and stored is not None:
@@ -676,22 +703,16 @@ class FusionClassifier(LightningModule):
         """Load an adapter checkpoint (exactly the adapter keys) or a full ``state_dict()``.
 
         Raises:
-            ValueError: When the keys are neither the full set nor exactly the adapter set; the
-                message lists the missing and unexpected keys.
+            CheckpointMismatchError: When the tensors are neither the full set nor exactly the
+                adapter set; the message names the setting that likely differs (LoRA rank,
+                targets, fusion variant, labels, ...) and the first mismatched tensors.
         """
         keys = set(state_dict)
         if keys == set(self.state_dict()):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        expected = set(self.adapter_state_dict())
-        if keys != expected:
-            missing = sorted(expected - keys)
-            unexpected = sorted(keys - expected)
-            raise ValueError(
-                f"checkpoint state_dict does not match this model's adapter keys: missing "
-                f"{missing[:20]} ({len(missing)}), unexpected {unexpected[:20]} "
-                f"({len(unexpected)}). Load it with the same fusion class and settings "
-                "(LoRA r/targets, layers, labels) it was trained with."
-            )
+        problem = describe_mismatch(self.adapter_state_dict(), state_dict)
+        if problem:
+            raise CheckpointMismatchError(problem)
         self.fusion.load_adapter_state_dict({k[len(_PREFIX) :]: v for k, v in state_dict.items()})
         return _IncompatibleKeys([], [])
 

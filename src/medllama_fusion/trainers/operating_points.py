@@ -38,9 +38,31 @@ from torchmetrics.functional.classification import (
     multilabel_specificity,
 )
 
-__all__ = ["OperatingPoints", "select_thresholds", "threshold_metrics"]
+__all__ = [
+    "STATE_KEY",
+    "OperatingPoints",
+    "select_thresholds",
+    "threshold_metrics",
+    "thresholds_from_checkpoint",
+]
 
 _METHODS = ("f1", "sensitivity")
+STATE_KEY = "OperatingPoints"
+"""Key of the callback's state (the thresholds) in a checkpoint's ``callbacks``."""
+
+
+def thresholds_from_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, float] | None:
+    """The per-label thresholds an :class:`OperatingPoints` callback stored (or None).
+
+    Args:
+        checkpoint: A loaded Lightning checkpoint dict.
+
+    Returns:
+        ``{label: threshold}`` or ``None``.
+    """
+    state = (checkpoint.get("callbacks") or {}).get(STATE_KEY) or {}
+    thresholds = state.get("thresholds")
+    return {str(k): float(v) for k, v in thresholds.items()} if thresholds else None
 
 
 def _defined(target: Tensor) -> Tensor:
@@ -224,7 +246,7 @@ class OperatingPoints(Callback):
     @property
     def state_key(self) -> str:
         """One state per class (restored whatever the settings of the loading run)."""
-        return "OperatingPoints"
+        return STATE_KEY
 
     # ------------------------------------------------------------------ capture
     def _attach(self, pl_module: LightningModule) -> None:

@@ -1,23 +1,25 @@
 """Explain predictions: token and image attributions with Captum, as PNG overlays and HTML.
 
-``medllama-fusion explain --ckpt_path RUN/checkpoints/last.ckpt --first 4`` (or
+``medllama-fusion explain --config quickstart --ckpt_path last --first 4`` (or
 :func:`explain_samples`) explains chosen samples of a split: for each chosen label it computes
 Integrated Gradients
 (:func:`~medllama_fusion.inference.explain.attribution.integrated_gradients`) over the report's
 token embeddings and the image's patch tokens, and writes per sample
-``<id>.png`` (the image and one heatmap per label) and ``<id>.html`` (highlighted tokens,
+``<id>.png`` (the image and one heatmap per label; an image id loses its extension) and
+``<id>.html`` (highlighted tokens,
 the overlay and all probabilities).
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medllama_fusion.data.images import ImageInput
+from medllama_fusion.datasets.csv_reader import IMAGE_SUFFIXES
 from medllama_fusion.errors import InputError
 from medllama_fusion.inference.explain.attribution import (
     Attributions,
@@ -25,7 +27,7 @@ from medllama_fusion.inference.explain.attribution import (
     patch_grid,
 )
 from medllama_fusion.inference.explain.render import heatmap, render_html, save_overlay
-from medllama_fusion.inference.pipeline import FusionPipeline, ImageInput
+from medllama_fusion.inference.pipeline import FusionPipeline
 
 __all__ = [
     "Attributions",
@@ -33,7 +35,6 @@ __all__ = [
     "explain_sample",
     "explain_samples",
     "integrated_gradients",
-    "main",
 ]
 
 
@@ -61,7 +62,10 @@ class SampleExplanation:
 
 
 def _safe_name(sample_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id) or "sample"
+    """A file stem for ``sample_id`` (an image file name loses its extension)."""
+    path = Path(sample_id)
+    stem = path.stem if path.suffix.lower() in IMAGE_SUFFIXES else sample_id
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "sample"
 
 
 def explain_sample(
@@ -98,8 +102,8 @@ def explain_sample(
     unknown = [name for name in labels if name not in pipe.label_names]
     if unknown:
         raise InputError(f"unknown label(s) {unknown}; choose from {pipe.label_names}.")
-    mean, std = pipe.image_mean, pipe.image_std
-    pad = pipe.tokenizer.pad_token_id
+    mean, std = pipe.preprocessing.image_mean, pipe.preprocessing.image_std
+    pad = pipe.preprocessing.pad_token_id
     result = SampleExplanation(sample_id, probs)
     if "input_ids" in batch:
         result.tokens = list(pipe.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist()))
@@ -193,55 +197,3 @@ def explain_samples(
             explain_sample(pipe, image, sample.text or None, labels, sample.id, output_dir, n_steps)
         )
     return results
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``medllama-fusion explain``: write attribution overlays and HTML pages.
-
-    Args:
-        argv: Arguments after the subcommand.
-    """
-    parser = argparse.ArgumentParser(
-        prog="medllama-fusion explain",
-        description="Integrated Gradients over report tokens and image patches (Captum).",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a fit run")
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="the run's config YAML (default: the one stored in the checkpoint)",
-    )
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--ids", nargs="+", default=None, help="sample ids to explain")
-    parser.add_argument(
-        "--first",
-        type=int,
-        default=4,
-        help="explain the first N samples of the split (without --ids)",
-    )
-    parser.add_argument(
-        "--labels",
-        nargs="+",
-        default=None,
-        help="labels to explain (default: each sample's most probable label)",
-    )
-    parser.add_argument("--output_dir", default="explanations")
-    parser.add_argument("--n_steps", type=int, default=32, help="integration steps")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    from medllama_fusion.inference.pipeline import run_datamodule
-
-    pipe = FusionPipeline.from_checkpoint(args.ckpt_path, config=args.config)
-    datamodule = run_datamodule(args.ckpt_path, args.config)
-    results = explain_samples(
-        pipe,
-        datamodule,
-        args.split,
-        args.ids,
-        args.first,
-        args.labels,
-        args.output_dir,
-        args.n_steps,
-    )
-    for item in results:
-        print(f"{item.id}: {item.html}" + (f", {item.png}" if item.png else ""), flush=True)
-    print(f"explanations written to {Path(args.output_dir).resolve()}", flush=True)
