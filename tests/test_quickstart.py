@@ -22,7 +22,7 @@ def _fit(config: str, root: Path, out: Path) -> dict[str, float]:
             "fit",
             "--config",
             config,
-            "--data.init_args.root",
+            "--data.init_args.source.init_args.root",
             str(root),
             "--trainer.default_root_dir",
             str(out),

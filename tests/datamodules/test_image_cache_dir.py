@@ -12,6 +12,7 @@ from medllama_fusion.data import image_cache
 from medllama_fusion.data.images import read_resized
 from medllama_fusion.datamodules import OpenIDataModule
 from medllama_fusion.errors import InputError
+from tests.datamodules.build import openi_datamodule
 from tests.datasets.monai_fixture import write_monai_root
 
 
@@ -23,8 +24,8 @@ def batches(dm: OpenIDataModule, split: str) -> list[dict[str, Any]]:
 def test_cached_batches_equal_decoded_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = write_monai_root(tmp_path)
     options: dict[str, Any] = {"image_size": 24, "batch_size": 8, "max_length": 32}
-    plain = OpenIDataModule(str(root), **options)
-    cached = OpenIDataModule(str(root), image_cache_dir=str(tmp_path / "cache"), **options)
+    plain = openi_datamodule(root, **options)
+    cached = openi_datamodule(root, image_cache_dir=str(tmp_path / "cache"), **options)
     plain.setup("fit")
     cached.setup("fit")
     decoded: list[str] = []
@@ -50,6 +51,6 @@ def test_cached_batches_equal_decoded_ones(tmp_path: Path, monkeypatch: pytest.M
 def test_cache_folder_that_is_a_file_stops_setup(tmp_path: Path) -> None:
     root = write_monai_root(tmp_path)
     (tmp_path / "taken").write_text("a file")
-    dm = OpenIDataModule(str(root), image_size=24, image_cache_dir=str(tmp_path / "taken"))
+    dm = openi_datamodule(root, image_size=24, image_cache_dir=str(tmp_path / "taken"))
     with pytest.raises(InputError, match=r"image_cache_dir=.*taken"):
         dm.setup("fit")

@@ -14,6 +14,7 @@ import torch
 from medllama_fusion.data.dataset import ImageReadError
 from medllama_fusion.datamodules import OpenIDataModule
 from medllama_fusion.errors import InputError
+from tests.datamodules.build import openi_datamodule
 
 FILES = ("train.csv", "validation.csv", "test.csv")
 CONF = Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml"
@@ -22,7 +23,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "tiny.yaml"
 def make_dm(root: Path, **kwargs: Any) -> OpenIDataModule:
     options: dict[str, Any] = {"image_size": 32, "batch_size": 64, "max_length": 48}
     options.update(kwargs)
-    return OpenIDataModule(str(root), **options)
+    return openi_datamodule(root, **options)
 
 
 def rewrite_reports(root: Path, blank: set[str] | None = None) -> None:
@@ -95,7 +96,7 @@ def test_per_sample_masks_keep_and_drop(demo_root: Path) -> None:
     assert batch["text_present"].tolist() == [i != no_text for i in batch["ids"]]
     assert torch.all(batch["pixel_values"][row[no_image]] == 0)
     assert batch["attention_mask"][row[no_text]].sum() == 0
-    assert torch.all(batch["input_ids"][row[no_text]] == dm.pad_token_id)
+    assert torch.all(batch["input_ids"][row[no_text]] == dm.preprocessing.pad_token_id)
     assert batch["index"].tolist() == list(range(len(batch["ids"])))
     assert len(set(batch["group_index"].tolist())) == len(batch["ids"])  # one image per report
 
@@ -138,9 +139,9 @@ def test_modality_ablation_trains(demo_root: Path, tmp_path: Path, modalities: s
             "fit",
             "--config",
             str(CONF),
-            "--data.init_args.root",
+            "--data.init_args.source.init_args.root",
             str(demo_root),
-            "--data.init_args.modalities",
+            "--data.init_args.preprocessing.modalities",
             modalities,
             "--trainer.default_root_dir",
             str(tmp_path),

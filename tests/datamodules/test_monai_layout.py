@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from medllama_fusion.datamodules import CSVDataModule, OpenIDataModule
+from medllama_fusion.datamodules import OpenIDataModule
 from medllama_fusion.datasets.problems import CSVEncodingError, EmptySplitError, SplitLeakError
 from medllama_fusion.errors import InputError
+from tests.datamodules.build import csv_datamodule, openi_datamodule
 from tests.datasets.monai_fixture import read_ids, write_monai_root
 
 FILES = ("train.csv", "validation.csv", "test.csv")
@@ -21,7 +22,7 @@ FILES = ("train.csv", "validation.csv", "test.csv")
 def make_dm(root: Path, **kwargs: Any) -> OpenIDataModule:
     options: dict[str, Any] = {"image_size": 16, "batch_size": 8, "max_length": 32}
     options.update(kwargs)
-    return OpenIDataModule(str(root), **options)
+    return openi_datamodule(root, **options)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +43,7 @@ def test_published_layout_uses_every_row(
         with_extension=with_extension,
     )
     dm = make_dm(root)
-    assert dm.resolved_layout == "csv"
+    assert dm.source.resolved_layout == "csv"
     with caplog.at_level(logging.INFO):
         dm.setup("fit")
     for split, name in zip(("train", "val", "test"), FILES, strict=True):
@@ -124,9 +125,9 @@ def test_generic_csv_encoding_and_index_column(tmp_path: Path) -> None:
         b",path,report,Effusion\n0,a.png,\xe9panchement pleural,1\n".replace(b"\n", b"\r\n")
     )
     with pytest.raises(CSVEncodingError, match=r"data\.csv"):
-        CSVDataModule(str(path), image_column="path", text_column="report", tokenizer="x")
-    dm = CSVDataModule(
-        str(path), image_column="path", text_column="report", tokenizer="x", encoding="cp1252"
+        csv_datamodule(path, image_column="path", text_column="report", tokenizer="x")
+    dm = csv_datamodule(
+        path, image_column="path", text_column="report", tokenizer="x", encoding="cp1252"
     )
     assert dm.label_names == ["Effusion"]  # the index column is not a label
 
@@ -161,9 +162,9 @@ def test_generic_csv_patient_in_two_splits_is_a_leak(tmp_path: Path) -> None:
         "label_names": ["Edema"],
         "image_size": 16,
     }
-    CSVDataModule(str(path), **options).setup()  # without groups: no leak
+    csv_datamodule(path, **options).setup()  # without groups: no leak
     with pytest.raises(SplitLeakError) as info:
-        CSVDataModule(str(path), group_column="patient", **options).setup()
+        csv_datamodule(path, group_column="patient", **options).setup()
     message = str(info.value)
     assert "split=train" in message and "split=val" in message and "report p0" in message
 
@@ -180,7 +181,7 @@ def test_published_layout_fits_tests_and_predicts_every_row(tmp_path: Path) -> N
                 command,
                 "--config",
                 str(conf),
-                "--data.init_args.root",
+                "--data.init_args.source.init_args.root",
                 str(root),
                 "--trainer.default_root_dir",
                 str(tmp_path / out),

@@ -10,25 +10,23 @@ import pytest
 import torch
 from PIL import Image
 
+import medllama_fusion.data.preprocessing as preprocessing_module
 import medllama_fusion.datamodules.base as base_module
-import medllama_fusion.datamodules.openi as openi_module
 import medllama_fusion.datasets.openi as openi_dataset_module
-from medllama_fusion.datamodules import (
-    CSVDataModule,
-    OpenIDataModule,
-    ResumableDataLoader,
-    split_samples,
-)
+from medllama_fusion.data.loaders import ResumableDataLoader
+from medllama_fusion.data.splits import split_samples
+from medllama_fusion.datamodules import FusionDataModule
 from medllama_fusion.datasets.base import FusionSample
 from medllama_fusion.datasets.labels import MONAI_COLUMN_NAMES, OPENI_LABELS
 from medllama_fusion.datasets.nlm_reports import load_openi_reports
 from medllama_fusion.datasets.problems import DataProblemError
+from tests.datamodules.build import csv_datamodule, openi_datamodule
 
 
-def make_dm(root: Path, **kwargs: Any) -> OpenIDataModule:
+def make_dm(root: Path, **kwargs: Any) -> FusionDataModule:
     options: dict[str, Any] = {"image_size": 32, "batch_size": 4, "max_length": 48}
     options.update(kwargs)
-    return OpenIDataModule(str(root), **options)
+    return openi_datamodule(root, **options)
 
 
 def csv_rows(root: Path, name: str) -> list[dict[str, str]]:
@@ -39,9 +37,9 @@ def csv_rows(root: Path, name: str) -> list[dict[str, str]]:
 def test_csv_layout_batches_follow_spec(demo_root: Path) -> None:
     dm = make_dm(demo_root)
     assert dm.label_names == list(OPENI_LABELS) and dm.num_labels == 14  # before setup
-    assert dm.vocab_size == len(dm.tokenizer) <= 512
+    assert len(dm.preprocessing.loaded_tokenizer) <= 512
     dm.setup("fit")
-    assert dm.resolved_layout == "csv" and dm.problems == []
+    assert dm.source.resolved_layout == "csv" and dm.problems == []
     for split, name in (("train", "train.csv"), ("val", "validation.csv"), ("test", "test.csv")):
         rows = csv_rows(demo_root, name)
         assert [s.id for s in dm.samples[split]] == [r["id"] for r in rows]
@@ -71,7 +69,7 @@ def test_csv_layout_batches_follow_spec(demo_root: Path) -> None:
     assert isinstance(batch["ids"], list) and all(isinstance(i, str) for i in batch["ids"])
     lengths = batch["attention_mask"].sum(dim=1)
     assert batch["input_ids"].shape[1] == int(lengths.max()) <= 48  # padded to longest
-    pad = dm.tokenizer.pad_token_id
+    pad = dm.preprocessing.pad_token_id
     assert pad == 0
     assert torch.all(batch["input_ids"][batch["attention_mask"] == 0] == pad)
     for row, length in zip(batch["attention_mask"], lengths, strict=True):  # right padding
@@ -163,13 +161,13 @@ def test_split_determinism_and_no_overlap() -> None:
 
 def test_tokenization_happens_once(demo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = base_module.tokenize_reports
+    original = preprocessing_module.tokenize_reports
 
     def counting(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         calls.append(len(args[1]))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(base_module, "tokenize_reports", counting)
+    monkeypatch.setattr(preprocessing_module, "tokenize_reports", counting)
     dm = make_dm(demo_root)
     dm.setup("fit")
     dm.setup("validate")
@@ -185,7 +183,7 @@ def test_tokenization_happens_once(demo_root: Path, monkeypatch: pytest.MonkeyPa
     first = make_dm(demo_root, cache_dir=str(cache))
     first.setup()
     second = make_dm(demo_root, cache_dir=str(cache))
-    tok_cls = type(second.tokenizer)
+    tok_cls = type(second.preprocessing.loaded_tokenizer)
     original_call = tok_cls.__call__
 
     def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -201,7 +199,7 @@ def test_tokenization_happens_once(demo_root: Path, monkeypatch: pytest.MonkeyPa
 def test_mask_label_words(demo_root: Path) -> None:
     dm = make_dm(demo_root, mask_label_words=True, max_length=128)
     dm.setup()
-    tok = dm.tokenizer
+    tok = dm.preprocessing.loaded_tokenizer
     words = {
         tok.convert_ids_to_tokens(i)
         for ds in dm.datasets.values()
@@ -214,8 +212,9 @@ def test_mask_label_words(demo_root: Path) -> None:
 
 def test_loader_settings(demo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dm = make_dm(demo_root, num_workers=2, prefetch_factor=3)
-    assert dm.pin_memory == torch.cuda.is_available()
-    assert dm.persistent_workers and dm.prefetch_factor == 3
+    options = dm.loader.options(dm.collator())
+    assert options["pin_memory"] == torch.cuda.is_available()
+    assert options["persistent_workers"] and options["prefetch_factor"] == 3
     captured: dict[str, Any] = {}
 
     class FakeLoader:
@@ -231,19 +230,21 @@ def test_loader_settings(demo_root: Path, monkeypatch: pytest.MonkeyPatch) -> No
     dm.val_dataloader()
     assert captured["num_workers"] == 2 and captured["persistent_workers"] is True
     assert captured["prefetch_factor"] == 3 and captured["shuffle"] is False
-    single = make_dm(demo_root, num_workers=0, pin_memory=True)
-    assert single.pin_memory is True and not single.persistent_workers
-    assert single.prefetch_factor is None
+    single = make_dm(demo_root, num_workers=0, pin_memory=True).loader.options(None)
+    assert single["pin_memory"] is True and not single["persistent_workers"]
+    assert single["prefetch_factor"] is None
 
 
 def test_download_calls_download_openi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Path] = []
-    monkeypatch.setattr(openi_module, "download_openi", lambda root: seen.append(Path(root)))
+    monkeypatch.setattr(
+        openi_dataset_module, "download_openi", lambda root: seen.append(Path(root))
+    )
     make_dm(tmp_path, download=True, tokenizer="unused").prepare_data()
     make_dm(tmp_path, download=False, tokenizer="unused").prepare_data()
     assert seen == [tmp_path]
-    with pytest.raises(FileNotFoundError, match="download=True"):
-        make_dm(tmp_path, layout="raw", tokenizer="unused").load_samples()
+    with pytest.raises(FileNotFoundError, match="download: true"):
+        make_dm(tmp_path, layout="raw", tokenizer="unused").source.load()
 
 
 # ------------------------------------------------------------------ bad input
@@ -401,8 +402,8 @@ def write_generic(root: Path) -> Path:
 def test_generic_csv_datamodule(demo_root: Path) -> None:
     path = write_generic(demo_root)
     tokenizer = str(demo_root / "tokenizer")
-    dm = CSVDataModule(
-        str(path),
+    dm = csv_datamodule(
+        path,
         image_column="path",
         text_column="text",
         tokenizer=tokenizer,
@@ -424,8 +425,8 @@ def test_generic_csv_datamodule(demo_root: Path) -> None:
     batch = next(iter(dm.val_dataloader()))
     assert batch["labels"].shape == (5, 2) and batch["pixel_values"].shape == (5, 1, 32, 32)
 
-    seeded = CSVDataModule(
-        str(path),
+    seeded = csv_datamodule(
+        path,
         image_column="path",
         text_column="text",
         tokenizer=tokenizer,
@@ -440,8 +441,8 @@ def test_generic_csv_datamodule(demo_root: Path) -> None:
     patients = {k: {rows[s.id]["subject_id"] for s in v} for k, v in seeded.samples.items()}
     assert not patients["train"] & patients["val"] and not patients["train"] & patients["test"]
 
-    strict = CSVDataModule(
-        str(path),
+    strict = csv_datamodule(
+        path,
         image_column="path",
         text_column="text",
         tokenizer=tokenizer,
@@ -461,8 +462,8 @@ def test_real_reports_frontal_selection(tmp_path: Path) -> None:
     tgz = asset_path("torchxrayvision", "data/NLMCXR_reports.tgz")
     asset_path("torchxrayvision", "data/nlmcxr_dicom_metadata.csv.gz")
     (tmp_path / "NLMCXR_reports.tgz").symlink_to(tgz)
-    dm = OpenIDataModule(str(tmp_path), layout="raw", tokenizer="unused")
-    loaded = dm.load_samples()
+    dm = openi_datamodule(tmp_path, layout="raw", tokenizer="unused")
+    loaded = dm.source.load()
     groups = [s.group for s in loaded.samples]
     assert len(groups) == len(set(groups)) == 3955  # one sample per report
     with_image = [s for s in loaded.samples if s.image_path is not None]
@@ -473,34 +474,3 @@ def test_real_reports_frontal_selection(tmp_path: Path) -> None:
     labels = torch.tensor([s.labels for s in loaded.samples])
     assert labels.shape == (3955, 14) and labels.sum(dim=1).min() >= 0
     assert labels[:, OPENI_LABELS.index("No-Finding")].sum() > 1000
-
-
-def test_demo_true_writes_data_into_empty_root_and_yields_a_batch(tmp_path: Path) -> None:
-    root = tmp_path / "new" / "demo_data"
-    dm = make_dm(root, demo=True, demo_reports=12, layout="csv")
-    assert dm.label_names == list(OPENI_LABELS) and dm.num_labels == 14  # before any data
-    assert not dm.has_data()
-    dm.prepare_data()
-    assert dm.has_data() and (root / "tokenizer").is_dir()
-    assert sorted(p.name for p in root.parent.iterdir()) == ["demo_data"]  # no staging left
-    stamp = (root / "train.csv").stat().st_mtime_ns
-    dm.prepare_data()  # data present: not rewritten
-    assert (root / "train.csv").stat().st_mtime_ns == stamp
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["pixel_values"].shape == (4, 1, 32, 32) and batch["labels"].shape == (4, 14)
-    labels = dm.train_labels
-    assert labels.shape == (len(dm.samples["train"]), 14)
-    assert torch.equal(labels, torch.tensor([s.labels for s in dm.samples["train"]]))
-    again = tmp_path / "again"
-    make_dm(again, demo=True, demo_reports=12, layout="csv").prepare_data()
-    assert (again / "train.csv").read_bytes() == (root / "train.csv").read_bytes()  # seeded
-
-
-def test_demo_refuses_non_empty_root_without_data(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not empty"):
-        make_dm(tmp_path, demo=True, demo_reports=12).prepare_data()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-    with pytest.raises(ValueError, match="demo_reports"):
-        make_dm(tmp_path, demo=True, demo_reports=2)

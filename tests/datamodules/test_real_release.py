@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medllama_fusion.data.splits import positive_counts
-from medllama_fusion.datamodules import OpenIDataModule, stratified_split_samples
+from medllama_fusion.data.splits import positive_counts, stratified_split_samples
 from medllama_fusion.datasets.nlm_reports import (
     load_openi_reports,
     load_view_positions,
@@ -18,6 +17,7 @@ from medllama_fusion.datasets.nlm_reports import (
 )
 from medllama_fusion.demo import build_demo_tokenizer
 from tests.assets import asset_path
+from tests.datamodules.build import openi_datamodule
 
 pytestmark = pytest.mark.real_assets
 
@@ -61,7 +61,7 @@ def test_raw_release_works_with_defaults(
     assert isinstance(root, Path)
     reports = real_root["reports"]
     assert isinstance(reports, list) and len(reports) == 3955
-    dm = OpenIDataModule(str(root))  # defaults only
+    dm = openi_datamodule(root)  # defaults only
     with caplog.at_level(logging.INFO), pytest.warns(UserWarning, match="used without image") as w:
         dm.setup("fit")
     summaries = [str(x.message) for x in w if "item(s) read" in str(x.message)]
@@ -89,8 +89,8 @@ def test_raw_release_works_with_defaults(
 def test_stratified_split_puts_positives_in_val_and_test(real_root: dict[str, object]) -> None:
     root = real_root["root"]
     assert isinstance(root, Path)
-    dm = OpenIDataModule(str(root), modalities=["text"])
-    loaded = dm.load_samples()
+    dm = openi_datamodule(root, modalities=["text"])
+    loaded = dm.source.load()
     samples = [s for s in loaded.samples if s.text]
     splits = stratified_split_samples(samples, dm.split_sizes, seed=0)
     counts = positive_counts(splits, dm.num_labels)
@@ -126,13 +126,13 @@ def test_raw_release_trains_through_the_cli_with_defaults(
                 "fit",
                 "--config",
                 str(conf),
-                "--data.init_args.root",
+                "--data.init_args.source.init_args.root",
                 str(root),
-                "--data.init_args.layout",
+                "--data.init_args.source.init_args.layout",
                 "raw",
-                "--data.init_args.tokenizer",
+                "--data.init_args.preprocessing.tokenizer",
                 str(root / "tokenizer"),
-                "--data.init_args.verify_images",
+                "--data.init_args.curation.verify_images",
                 "true",
                 "--trainer.default_root_dir",
                 str(tmp_path / "out"),
@@ -145,4 +145,4 @@ def test_raw_release_trains_through_the_cli_with_defaults(
     datamodule = cli.datamodule
     assert sum(len(split) for split in datamodule.samples.values()) == 3955 - 26
     assert cli.trainer.global_step == 4
-    assert any((tmp_path / "out" / "checkpoints").glob("*.ckpt"))
+    assert any((tmp_path / "out").rglob("checkpoints/*.ckpt"))

@@ -10,6 +10,7 @@ from jsonargparse import ArgumentParser
 
 from medllama_fusion.datamodules import CSVDataModule, FusionDataModule, OpenIDataModule
 from medllama_fusion.datasets import OpenIDataset
+from tests.datamodules.build import openi_datamodule
 
 SET_BY_SUBCLASS = {"self", "tokenizer", "label_names", "source"}
 SHARED = [n for n in inspect.signature(FusionDataModule).parameters if n not in SET_BY_SUBCLASS]
@@ -33,7 +34,7 @@ def test_shared_argument_override_from_the_command_line() -> None:
     parser = ArgumentParser()
     parser.add_class_arguments(OpenIDataModule, "data")
     config = parser.parse_args(
-        ["--data.root", "x", "--data.batch_size", "8", "--data.image_mean", "0.4"]
+        ["--data.init_args.source.init_args.root", "x", "--data.init_args.loader.batch_size", "8", "--data.init_args.preprocessing.image_mean", "0.4"]
     )
     assert config.data.batch_size == 8 and config.data.image_mean == 0.4
     assert config.data.max_length == 256  # the base default
@@ -44,7 +45,7 @@ def test_any_source_dataset_can_be_split_and_batched(demo_root: Path) -> None:
     options = {"image_size": 32, "batch_size": 4, "max_length": 48}
     generic = FusionDataModule(str(demo_root / "tokenizer"), source.label_names, source, **options)
     generic.setup()
-    openi = OpenIDataModule(str(demo_root), layout="csv", **options)
+    openi = openi_datamodule(demo_root, layout="csv", **options)
     openi.setup()
     for split in ("train", "val", "test"):
         assert [s.id for s in generic.samples[split]] == [s.id for s in openi.samples[split]]

@@ -26,7 +26,7 @@ def cli_args(subcommand: str, conf: Path, root: Path, out: Path, *extra: str) ->
         subcommand,
         "--config",
         str(conf),
-        "--data.init_args.root",
+        "--data.init_args.source.init_args.root",
         str(root),
         "--trainer.default_root_dir",
         str(out),

@@ -22,10 +22,10 @@ def cli_validate(conf: str, root: str, out: str, devices: str) -> None:
 
     cli = cli_main(
         [
-            "validate", "--config", conf, "--data.init_args.root", root,
+            "validate", "--config", conf, "--data.init_args.source.init_args.root", root,
             "--trainer.default_root_dir", out, "--trainer.devices", devices,
             "--trainer.strategy", "ddp" if devices != "1" else "auto",
-            "--trainer.limit_val_batches", "1.0", "--data.init_args.batch_size", "5",
+            "--trainer.limit_val_batches", "1.0", "--data.init_args.loader.batch_size", "5",
         ]
     )  # fmt: skip
     if cli.trainer.is_global_zero:

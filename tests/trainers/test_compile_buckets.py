@@ -15,6 +15,7 @@ from medllama_fusion.data.dataset import FusionCollator
 from medllama_fusion.datamodules import FusionDataModule, OpenIDataModule
 from medllama_fusion.errors import InputError
 from medllama_fusion.trainers import FusionClassifier
+from tests.datamodules.build import openi_datamodule
 
 from .helpers import tiny_fusion
 
@@ -43,8 +44,8 @@ def _compiled_fit(
 ) -> tuple[_Lengths, OpenIDataModule]:
     """Fit 8 constant-size batches of the demo data with an eager compile counter."""
     torch._dynamo.reset()
-    data = OpenIDataModule(
-        str(root),
+    data = openi_datamodule(
+        root,
         layout="csv",
         max_length=64,
         image_size=32,

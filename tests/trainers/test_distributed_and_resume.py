@@ -92,7 +92,7 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path, tmp_
 
     # The interrupted run reads with 2 worker processes: batches must not depend on that.
     progress, resumed_progress = killed / "progress.txt", killed / "resumed.txt"
-    workers = ("--data.init_args.num_workers", "2")
+    workers = ("--data.init_args.loader.num_workers", "2")
     proc = subprocess.Popen(
         _resume_cmd(
             demo_root,

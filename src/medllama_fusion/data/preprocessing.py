@@ -33,7 +33,13 @@ from transformers import PreTrainedTokenizerBase
 
 from medllama_fusion.data.dataset import FusionCollator
 from medllama_fusion.data.images import ImageInput, build_image_transform, to_resized
-from medllama_fusion.data.text import MaskMode, load_tokenizer, mask_label_words, tokenize_reports
+from medllama_fusion.data.text import (
+    MASK_MODES,
+    MaskMode,
+    load_tokenizer,
+    mask_label_words,
+    tokenize_reports,
+)
 from medllama_fusion.datasets.base import Modality, check_modalities
 from medllama_fusion.errors import InputError
 
@@ -114,6 +120,10 @@ class Preprocessing:
             raise InputError(f"preprocessing.image_size must be >= 1; got {self.image_size}.")
         if self.image_std <= 0:
             raise InputError(f"preprocessing.image_std must be > 0; got {self.image_std}.")
+        if self.mask_mode not in MASK_MODES:
+            raise InputError(
+                f"preprocessing.mask_mode must be one of {list(MASK_MODES)}; got {self.mask_mode!r}."
+            )
         object.__setattr__(self, "modalities", check_modalities(self.modalities))
         buckets = self.length_buckets
         if isinstance(buckets, str) and buckets != "auto":

@@ -31,10 +31,11 @@ class DemoDataset(OpenIDataset):
         label_names: Subset/order of the 14 labels; ``None`` = all 14.
         num_reports: Number of demo reports (at least 3, one per split; default 600: a
             468/60/72 split).
-        image_size: Side of the written images in pixels (at least 16).
+        pixels: Side of the written images in pixels (at least 16; the data module resizes
+            them to ``preprocessing.image_size``).
 
     Raises:
-        InputError: For ``num_reports < 3`` or ``image_size < 16``.
+        InputError: For ``num_reports < 3`` or ``pixels < 16``.
     """
 
     def __init__(
@@ -43,15 +44,15 @@ class DemoDataset(OpenIDataset):
         layout: Layout = "auto",
         label_names: Sequence[str] | None = None,
         num_reports: int = DEMO_REPORTS,
-        image_size: int = 64,
+        pixels: int = 64,
     ) -> None:
         if num_reports < 3:
             raise InputError(f"num_reports must be >= 3 (one per split); got {num_reports}.")
-        if image_size < 16:
-            raise InputError(f"image_size of the demo images must be >= 16; got {image_size}.")
+        if pixels < 16:
+            raise InputError(f"pixels of the demo images must be >= 16; got {pixels}.")
         super().__init__(root, layout=layout, label_names=label_names)
         self.num_reports = num_reports
-        self.image_size = image_size
+        self.pixels = pixels
 
     def describe(self) -> str:
         """Name the demo root and layout for messages."""
@@ -61,7 +62,7 @@ class DemoDataset(OpenIDataset):
         """Write the demo data into ``root`` when it is missing or empty."""
         if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
             return
-        write_demo_root(self.root, n_reports=self.num_reports, image_size=self.image_size)
+        write_demo_root(self.root, n_reports=self.num_reports, image_size=self.pixels)
 
     def default_tokenizer(self) -> str | None:
         """The demo's tokenizer, ``<root>/tokenizer`` (written by :meth:`prepare`)."""

@@ -102,7 +102,7 @@ def test_tiny_quickstart_fit_prints_no_warnings(tmp_path: Path) -> None:
         "fit",
         "--config",
         "quickstart",
-        "--data.init_args.root",
+        "--data.init_args.source.init_args.root",
         str(tmp_path / "demo_data"),
         "--trainer.default_root_dir",
         str(tmp_path / "outputs"),

@@ -12,22 +12,29 @@ import torch
 from jsonargparse import ArgumentParser
 
 from medllama_fusion.cli.main import main as run_cli
+from medllama_fusion.data.loaders import LoaderSettings
+from medllama_fusion.data.preprocessing import Augmentation, Preprocessing
 from medllama_fusion.data.streaming import METADATA_FILE, write_streaming_dataset
-from medllama_fusion.datamodules import FusionDataModule, OpenIDataModule, StreamingDataModule
+from medllama_fusion.datamodules import FusionDataModule, StreamingDataModule
+from medllama_fusion.datasets import OpenIDataset
 from medllama_fusion.errors import InputError
 from tests.datasets.monai_fixture import write_monai_root
 
 pytest.importorskip("litdata")
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-OPTIONS: dict[str, Any] = {"image_size": 16, "batch_size": 8, "max_length": 32}
+BATCHES = LoaderSettings(batch_size=8)
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[OpenIDataModule, Path]:
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[FusionDataModule, Path]:
     base = tmp_path_factory.mktemp("stream")
     root = write_monai_root(base / "data")
-    plain = OpenIDataModule(str(root), **OPTIONS)
+    plain = FusionDataModule(
+        OpenIDataset(root),
+        preprocessing=Preprocessing(image_size=16, max_length=32),
+        loader=BATCHES,
+    )
     write_streaming_dataset(plain, base / "stream", num_workers=1, start_method="fork")
     return plain, base / "stream"
 
@@ -44,10 +51,10 @@ def assert_batches_equal(left: dict[str, Any], right: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_eval_batches_equal_the_plain_loader(
-    written: tuple[OpenIDataModule, Path], split: str
+    written: tuple[FusionDataModule, Path], split: str
 ) -> None:
     plain, stream = written
-    streaming = StreamingDataModule(str(stream), batch_size=8)
+    streaming = StreamingDataModule(str(stream), BATCHES)
     expected = list(getattr(plain, f"{split}_dataloader")())
     got = list(getattr(streaming, f"{split}_dataloader")())
     assert len(got) == len(expected) > 1
@@ -57,11 +64,11 @@ def test_eval_batches_equal_the_plain_loader(
 
 
 def test_train_samples_equal_the_plain_loader_by_id(
-    written: tuple[OpenIDataModule, Path],
+    written: tuple[FusionDataModule, Path],
 ) -> None:
     """The order differs (LitData shuffles), the augmented samples do not (same seeds)."""
     plain, stream = written
-    streaming = StreamingDataModule(str(stream), batch_size=8)
+    streaming = StreamingDataModule(str(stream), BATCHES)
     fields = ("input_ids", "attention_mask", "pixel_values", "labels", "index", "group_index")
 
     def by_id(loader: Any) -> dict[str, dict[str, torch.Tensor]]:
@@ -82,52 +89,67 @@ def test_train_samples_equal_the_plain_loader_by_id(
     assert streaming.label_names == plain.label_names
 
 
-def test_training_position_resumes_mid_epoch(written: tuple[OpenIDataModule, Path]) -> None:
+def test_training_position_resumes_mid_epoch(written: tuple[FusionDataModule, Path]) -> None:
     _, stream = written
-    first = StreamingDataModule(str(stream), batch_size=8, augment=False)
+    first = StreamingDataModule(str(stream), BATCHES, Augmentation(enabled=False))
     ids = [batch["ids"] for batch in first.train_dataloader()]  # the first epoch's order
     iterator = iter(first.train_dataloader())  # a new loader: the same first epoch
     assert [next(iterator)["ids"], next(iterator)["ids"]] == ids[:2]
-    second_run = StreamingDataModule(str(stream), batch_size=8, augment=False)
+    second_run = StreamingDataModule(str(stream), BATCHES, Augmentation(enabled=False))
     second_run.load_state_dict(first.state_dict())
     assert [batch["ids"] for batch in second_run.train_dataloader()] == ids[2:]
 
 
-def test_metadata_file(written: tuple[OpenIDataModule, Path]) -> None:
+def test_metadata_file(written: tuple[FusionDataModule, Path]) -> None:
     plain, stream = written
     meta = json.loads((stream / METADATA_FILE).read_text())
     assert meta["counts"] == {"train": 40, "val": 10, "test": 10}
-    assert meta["image_size"] == 16 and meta["max_length"] == 32
-    assert meta["modalities"] == ["text", "image"]
-    assert meta["pad_token_id"] == plain.pad_token_id
+    record = meta["preprocessing"]
+    assert record["image_size"] == 16 and record["max_length"] == 32
+    assert record["modalities"] == ["text", "image"]
+    assert record["pad_token_id"] == plain.preprocessing.pad_token_id
+    assert Preprocessing.from_dict(record) == plain.preprocessing
     assert torch.equal(torch.tensor(meta["train_labels"]), plain.train_labels)
 
 
-def test_text_only_run_from_a_full_stream(written: tuple[OpenIDataModule, Path]) -> None:
+def test_text_only_run_from_a_full_stream(written: tuple[FusionDataModule, Path]) -> None:
     _, stream = written
     batch = next(iter(StreamingDataModule(str(stream), modalities=["text"]).val_dataloader()))
     assert "input_ids" in batch and "pixel_values" not in batch
 
 
 def test_not_a_stream_and_conflicts_are_input_errors(
-    written: tuple[OpenIDataModule, Path], tmp_path: Path
+    written: tuple[FusionDataModule, Path], tmp_path: Path
 ) -> None:
     plain, stream = written
     with pytest.raises(InputError, match="not a stream written by medllama-fusion"):
         StreamingDataModule(str(tmp_path))
-    with pytest.raises(InputError, match="image_size=32 conflicts"):
-        StreamingDataModule(str(stream), image_size=32)
+    text_only = str(write_text_only_stream(plain, tmp_path / "text"))
+    with pytest.raises(InputError, match=r"asks for more than the stream .* holds \(\['text'\]\)"):
+        StreamingDataModule(text_only, modalities=["text", "image"])
     with pytest.raises(InputError, match="already exists and is not empty"):
         write_streaming_dataset(plain, stream, num_workers=1)
 
 
-def test_exposes_the_shared_arguments_with_their_docs() -> None:
+def write_text_only_stream(plain: FusionDataModule, output: Path) -> Path:
+    text = FusionDataModule(
+        plain.source, preprocessing=Preprocessing(max_length=32, modalities=("text",))
+    )
+    write_streaming_dataset(text, output, num_workers=1, start_method="fork")
+    return output
+
+
+def test_takes_only_the_arguments_it_uses_with_their_docs() -> None:
     parser = ArgumentParser()
     parser.add_class_arguments(StreamingDataModule, "data")
     helps = {a.dest.removeprefix("data."): a.help for a in parser._actions if a.dest != "help"}
-    for name in inspect.signature(FusionDataModule).parameters:
-        if name not in ("self", "source"):
-            assert helps.get(name) and not str(helps[name]).startswith("(type"), name
+    streaming = set(inspect.signature(StreamingDataModule).parameters)
+    shared = streaming & set(inspect.signature(FusionDataModule).parameters)
+    assert shared == {"loader", "augmentation", "model_compiles"}
+    for name in shared:
+        assert helps.get(name) and not str(helps[name]).startswith("(type"), name
+    # what the stream fixed when it was written cannot be given again
+    assert not streaming & {"source", "preprocessing", "curation", "split", "image_cache_dir"}
 
 
 def test_optimize_then_fit_from_the_command_line(
@@ -140,7 +162,7 @@ def test_optimize_then_fit_from_the_command_line(
         [
             "optimize",
             *common,
-            "--data.root",
+            "--data.init_args.source.init_args.root",
             str(root),
             "--output_dir",
             str(stream),
@@ -169,9 +191,18 @@ def test_optimize_then_fit_from_the_command_line(
             str(tmp_path / "run"),
         ]
     )
-    assert sorted((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert sorted((tmp_path / "run" / "tiny" / "version_0" / "checkpoints").glob("*.ckpt"))
     with pytest.raises(SystemExit) as stopped:
-        run_cli(["optimize", *common, "--data.root", str(root), "--output_dir", str(stream)])
+        run_cli(
+            [
+                "optimize",
+                *common,
+                "--data.init_args.source.init_args.root",
+                str(root),
+                "--output_dir",
+                str(stream),
+            ]
+        )
     assert stopped.value.code == 2
     assert "already exists and is not empty" in capsys.readouterr().err
 

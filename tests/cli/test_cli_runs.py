@@ -327,11 +327,11 @@ def _broken_args(root: Path, demo_root: Path, tiny_conf: Path, out: Path) -> lis
         tiny_conf,
         root,
         out,
-        "--data.init_args.bad_input",
+        "--data.init_args.curation.bad_input",
         "error",
-        "--data.init_args.verify_images",
+        "--data.init_args.curation.verify_images",
         "true",
-        "--data.init_args.tokenizer",
+        "--data.init_args.preprocessing.tokenizer",
         str(demo_root / "tokenizer"),
     )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medllama_fusion.datamodules import (
+from medllama_fusion.data.splits import (
     positive_counts,
     positives_table,
     split_samples,

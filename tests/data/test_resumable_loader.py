@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from medllama_fusion.datamodules import ResumableDataLoader, ResumableSampler
+from medllama_fusion.data.loaders import ResumableDataLoader, ResumableSampler
 
 
 class NoisyDataset(Dataset[dict[str, Any]]):

@@ -14,7 +14,7 @@ from medllama_fusion.data import image_cache
 from medllama_fusion.data.image_cache import ImageCache
 from medllama_fusion.data.images import read_resized
 from medllama_fusion.errors import InputError
-from tests.datasets.test_read_resized import film
+from tests.data.test_read_resized import film
 
 
 @pytest.fixture

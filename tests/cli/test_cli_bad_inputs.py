@@ -52,7 +52,7 @@ def _truncated(root: Path) -> list[str]:
 def _corrupt(root: Path) -> list[str]:
     sample_id = read_ids(root, "train.csv")[3]
     (root / "images" / sample_id).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0garbage" * 4)
-    return ["corrupt_image", sample_id, "--data.init_args.verify_images=true"]
+    return ["corrupt_image", sample_id, "--data.init_args.curation.verify_images=true"]
 
 
 CASES: dict[str, Callable[[Path], list[str]]] = {
@@ -81,9 +81,9 @@ def test_bad_input_exits_cleanly_naming_the_culprit(case: str, tmp_path: Path) -
             "fit",
             "--config",
             str(CONF),
-            "--data.init_args.root",
+            "--data.init_args.source.init_args.root",
             str(root),
-            "--data.init_args.image_size",
+            "--data.init_args.preprocessing.image_size",
             "32",
             "--trainer.default_root_dir",
             str(tmp_path / "out"),

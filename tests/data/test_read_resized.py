@@ -22,7 +22,7 @@ from medllama_fusion.data.images import (
     to_unit_float,
 )
 from tests.assets import asset_path
-from tests.datasets.test_images import ramp, write_dicom
+from tests.data.test_images import ramp, write_dicom
 
 
 def film(height: int = 300, width: int = 240, seed: int = 0) -> np.ndarray:
