@@ -41,12 +41,12 @@ from medllama_fusion.data.images import (
 from medllama_fusion.errors import InputError
 from medllama_fusion.models import FusionModel
 from medllama_fusion.trainers.callbacks import RUN_CONFIG_KEY
+from medllama_fusion.trainers.operating_points import thresholds_from_checkpoint
 
 __all__ = [
     "FusionPipeline",
     "ImageInput",
     "find_run_config",
-    "load_checkpoint_thresholds",
     "run_datamodule",
 ]
 
@@ -56,7 +56,6 @@ ImageInput = Any
 EXPORT_FORMAT = "medllama-fusion/1"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
-THRESHOLDS_KEY = "OperatingPoints"
 
 
 def find_run_config(checkpoint: str | Path) -> Path | None:
@@ -76,21 +75,6 @@ def find_run_config(checkpoint: str | Path) -> Path | None:
         candidate = folder / "config.yaml"
         if candidate.is_file():
             return candidate
-    return None
-
-
-def load_checkpoint_thresholds(checkpoint: Mapping[str, Any]) -> dict[str, float] | None:
-    """Return the per-label thresholds an ``OperatingPoints`` callback stored (or None).
-
-    Args:
-        checkpoint: A loaded Lightning checkpoint dict.
-
-    Returns:
-        ``{label: threshold}`` or ``None``.
-    """
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if str(key).startswith(THRESHOLDS_KEY) and state.get("thresholds"):
-            return {str(k): float(v) for k, v in state["thresholds"].items()}
     return None
 
 
@@ -310,7 +294,7 @@ class FusionPipeline(ModelHubMixin):
             map_location = "cuda" if torch.cuda.is_available() else "cpu"
         module = FusionClassifier.load_from_checkpoint(path, map_location=map_location)
         return cls.from_parts(
-            module.fusion, datamodule, module.label_names, load_checkpoint_thresholds(raw)
+            module.fusion, datamodule, module.label_names, thresholds_from_checkpoint(raw)
         )
 
     @classmethod
