@@ -55,7 +55,7 @@ from medllama_fusion.metrics import (
     auroc_report,
     bootstrap_weights,
     ci_classes,
-    midrank_auroc,
+    per_class_auroc,
     weighted_auroc,
 )
 from medllama_fusion.models import BackboneConfig, FusionContext, ParallelFusion, VisionConfig
@@ -470,7 +470,7 @@ def top_tokens(vectorizer: Any, models: list[Any], k: int = 10) -> dict[str, lis
 
 def auroc(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-class AUROC (NaN for a class without positives or negatives)."""
-    return midrank_auroc(torch.as_tensor(probs), torch.as_tensor(labels)).numpy()
+    return per_class_auroc(torch.as_tensor(probs), torch.as_tensor(labels)).double().numpy()
 
 
 def bootstrap_table(

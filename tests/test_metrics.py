@@ -14,7 +14,8 @@ from medllama_fusion.metrics import (
     ci_classes,
     deduplicate,
     format_markdown_table,
-    midrank_auroc,
+    markdown_table,
+    per_class_auroc,
     weighted_auroc,
 )
 
@@ -31,10 +32,10 @@ def pair_count_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def test_midrank_matches_hand_counts_and_torchmetrics() -> None:
+def test_per_class_auroc_matches_hand_counts_and_the_metric() -> None:
     # class 0: positives 0.9, 0.6 vs negatives 0.4, 0.1 -> 4/4 concordant = 1.0
     # class 1: positives 0.8, 0.3 vs negatives 0.2, 0.3 -> (1 + 1) + (1 + 0.5) = 3.5/4
-    auc = midrank_auroc(PREDS, TARGET)
+    auc = per_class_auroc(PREDS, TARGET)
     assert auc[0].item() == pytest.approx(1.0)
     assert auc[1].item() == pytest.approx(3.5 / 4)
     assert math.isnan(auc[2].item())  # no positives
@@ -42,18 +43,41 @@ def test_midrank_matches_hand_counts_and_torchmetrics() -> None:
     metric.update(PREDS, TARGET)
     with pytest.warns(UserWarning, match=r"undefined.*\['c'\]"):
         tm = metric.compute()
-    assert torch.allclose(tm[:2].double(), auc[:2])
+    assert torch.allclose(tm[:2].double(), auc[:2].double())
     assert math.isnan(tm[2].item())
+    # the bootstrap's weighted formula with unit weights is the same AUROC
+    unit = weighted_auroc(PREDS, TARGET, torch.ones(1, 4))[0]
+    assert torch.allclose(unit[:2], auc[:2].double()) and math.isnan(unit[2].item())
 
 
 def test_random_against_pair_counting() -> None:
     g = torch.Generator().manual_seed(3)
     preds = torch.randint(0, 5, (30, 4), generator=g).float() / 4  # many ties
     target = torch.randint(0, 2, (30, 4), generator=g)
-    auc = midrank_auroc(preds, target)
+    auc = per_class_auroc(preds, target)
+    unit = weighted_auroc(preds, target, torch.ones(1, 30))[0]
     for c in range(4):
         ref = pair_count_auroc(preds[:, c].numpy(), target[:, c].numpy())
         assert auc[c].item() == pytest.approx(ref)
+        assert unit[c].item() == pytest.approx(ref)
+
+
+def test_markdown_table_plain_and_aligned() -> None:
+    rows = [["a", 1, ""], ["bb|c", 22, "note"]]
+    assert markdown_table(["name", "n", "note"], rows) == (
+        "| name | n | note |\n|---|---|---|\n| a | 1 |  |\n| bb\\|c | 22 | note |"
+    )
+    aligned = markdown_table(["name", "n"], [["a", 1], ["bb", 22]], ["left", "right"])
+    assert aligned.splitlines() == [
+        "| name |  n |",
+        "|------|---:|",
+        "| a    |  1 |",
+        "| bb   | 22 |",
+    ]
+    with pytest.raises(ValueError, match="2 cells"):
+        markdown_table(["name", "n"], [["a"]])
+    with pytest.raises(ValueError, match="align"):
+        markdown_table(["name", "n"], [], ["left"])
 
 
 def test_weighted_auroc_equals_auroc_of_repeated_rows() -> None:

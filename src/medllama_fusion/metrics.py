@@ -1,32 +1,55 @@
-"""Multilabel AUROC with undefined-class handling and clustered percentile bootstrap intervals.
+"""Every number and figure of the evaluation: AUROC with intervals, thresholds, calibration.
 
-Per-class AUROC comes from torchmetrics (exact, accumulated on device and gathered across
-processes). Under distributed evaluation the gathered rows are de-duplicated by their dataset row
-``index`` (Lightning's ``DistributedSampler`` pads an odd-sized set with repeated rows), so every
-sample counts exactly once. A class with no positives or no negatives in the evaluated set has no
-AUROC: it is reported as ``NaN``.
+The functions here are pure (tensors in, tensors, tables or figures out); the
+:class:`~medllama_fusion.trainers.FusionClassifier` and the
+:class:`~medllama_fusion.trainers.OperatingPoints` callback only call them, then log and write
+the results.
 
-Intervals come from a cluster (report-level) percentile bootstrap: whole report groups are drawn
-with replacement (rows when no groups are given), because the images of one report share its labels
-and text and are not independent. The interval is computed only for a fixed class set, the classes
-with at least ``min_positives`` positives and as many negatives in the evaluated set (default
-:data:`DEFAULT_MIN_POSITIVES`); the macro mean and its interval average exactly that set in the
-full set and in every resample. The others are reported with their point AUROC (when defined) and a
-note, never averaged in. Resample AUROCs are computed by the weighted Mann-Whitney formula (ties
-count 1/2), vectorised over resamples and classes.
+- **AUROC.** Per-class AUROC comes from torchmetrics (:func:`per_class_auroc`, and
+  :class:`DefinedMultilabelAUROC`, which accumulates on device and gathers across processes).
+  Under distributed evaluation the gathered rows are de-duplicated by their dataset row ``index``
+  (Lightning's ``DistributedSampler`` pads an odd-sized set with repeated rows), so every sample
+  counts exactly once. A class with no positives or no negatives in the evaluated set has no
+  AUROC: it is reported as ``NaN``.
+- **Intervals.** :func:`auroc_report` adds a cluster (report-level) percentile bootstrap: whole
+  report groups are drawn with replacement (rows when no groups are given), because the images of
+  one report share its labels and text and are not independent. The interval is computed only
+  for a fixed class set, the classes with at least ``min_positives`` positives and as many
+  negatives in the evaluated set (default :data:`DEFAULT_MIN_POSITIVES`); the macro mean and its
+  interval average exactly that set in the full set and in every resample. The others are
+  reported with their point AUROC (when defined) and a note, never averaged in. Resample AUROCs
+  come from :func:`weighted_auroc` (weighted Mann-Whitney formula, ties count 1/2), vectorised
+  over resamples and classes.
+- **Operating points.** :func:`select_thresholds` chooses one decision threshold per class,
+  :func:`threshold_metrics` gives sensitivity, specificity, F1 at those thresholds and the
+  expected calibration error, :func:`threshold_rows` their table.
+- **Tables and figures.** :func:`markdown_table` renders every table of the library (AUROC via
+  :func:`format_markdown_table`, operating points, positives per split, trainable parameters);
+  :func:`plot_roc_curves` and :func:`plot_reliability` draw the ROC curves and the reliability
+  diagram (matplotlib, imported when called).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 from torchmetrics.classification import MultilabelAUROC
-from torchmetrics.functional.classification import multilabel_auroc
+from torchmetrics.functional.classification import (
+    binary_calibration_error,
+    binary_precision_recall_curve,
+    binary_specificity_at_sensitivity,
+    multilabel_auroc,
+    multilabel_f1_score,
+    multilabel_recall,
+    multilabel_specificity,
+)
 from torchmetrics.utilities.data import dim_zero_cat
 
 __all__ = [
@@ -34,16 +57,26 @@ __all__ = [
     "AUROCReport",
     "BootstrapCI",
     "DefinedMultilabelAUROC",
+    "ThresholdMethod",
     "auroc_report",
     "bootstrap_auroc",
     "bootstrap_weights",
     "ci_classes",
     "deduplicate",
     "format_markdown_table",
-    "midrank_auroc",
+    "markdown_table",
+    "per_class_auroc",
+    "plot_reliability",
+    "plot_roc_curves",
+    "select_thresholds",
+    "threshold_metrics",
+    "threshold_rows",
     "undefined_classes",
     "weighted_auroc",
 ]
+
+ThresholdMethod = Literal["f1", "sensitivity"]
+"""How :func:`select_thresholds` chooses a threshold: maximal F1, or a target sensitivity."""
 
 DEFAULT_MIN_POSITIVES = 10
 """Fewest positives (and negatives) a class needs for a bootstrap interval and the macro mean.
@@ -85,33 +118,35 @@ def ci_classes(target: Tensor, min_positives: int = DEFAULT_MIN_POSITIVES) -> Te
     return torch.minimum(positives, negatives) >= min_positives
 
 
-def midrank_auroc(preds: Tensor, target: Tensor) -> Tensor:
-    """AUROC per class by the Mann-Whitney U statistic with mid-ranks for tied scores.
-
-    Batched: leading dimensions (e.g. bootstrap resamples) are kept.
+def per_class_auroc(preds: Tensor, target: Tensor) -> Tensor:
+    """Exact AUROC per class (torchmetrics ``multilabel_auroc``), ``NaN`` where it is undefined.
 
     Args:
-        preds: Scores, shape ``[..., N, C]``.
-        target: Labels in {0, 1}, shape ``[..., N, C]``.
+        preds: Scores ``[N, C]``.
+        target: Labels ``[N, C]`` in {0, 1}.
 
     Returns:
-        AUROC ``[..., C]`` in float64; ``NaN`` where the class has no positives or no negatives.
+        AUROC ``[C]``; ``NaN`` for a class with no positives or no negatives (without the warning
+        torchmetrics gives for it).
     """
-    scores = preds.double().transpose(-1, -2).contiguous()  # [..., C, N]
-    labels = target.double().transpose(-1, -2)
-    ordered = scores.sort(dim=-1).values
-    low = torch.searchsorted(ordered, scores, side="left").double()
-    high = torch.searchsorted(ordered, scores, side="right").double()
-    ranks = (low + high + 1.0) / 2.0  # 1-based mid-ranks
-    n_pos = labels.sum(dim=-1)
-    n_neg = labels.shape[-1] - n_pos
-    rank_sum = (ranks * labels).sum(dim=-1)
-    auc = (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
-    return torch.where((n_pos > 0) & (n_neg > 0), auc, torch.full_like(auc, math.nan))
+    undefined = undefined_classes(target)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(positive|negative) samples in targets.*")
+        auc = multilabel_auroc(
+            preds,
+            target.long(),
+            target.shape[-1],
+            average="none",
+            thresholds=None,
+            validate_args=False,
+        )
+    return torch.where(undefined.to(auc.device), torch.full_like(auc, math.nan), auc)
 
 
 def weighted_auroc(preds: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     """AUROC per class with row weights, for many weightings at once.
+
+    Kept beside torchmetrics, whose AUROC takes no row weights and one set per call.
 
     ``sum_{i pos, j neg} w_i w_j ([s_i > s_j] + [s_i = s_j] / 2) / (W_pos W_neg)``. With integer
     weights (bootstrap draw counts) this equals the AUROC of the data set in which row ``i``
@@ -366,7 +401,7 @@ def auroc_report(
         target: Labels ``[N, C]`` in {0, 1}.
         label_names: ``C`` class names.
         per_class: Precomputed per-class AUROC (e.g. from torchmetrics); computed by
-            :func:`midrank_auroc` when ``None``.
+            :func:`per_class_auroc` when ``None``.
         groups: Report (cluster) id per row ``[N]`` for the bootstrap; ``None`` = rows.
         num_resamples: Bootstrap resamples; 0 disables the intervals.
         seed: Bootstrap seed.
@@ -385,7 +420,7 @@ def auroc_report(
     target = target.long()
     undefined = undefined_classes(target)
     if per_class is None:
-        per_class = midrank_auroc(preds, target)
+        per_class = per_class_auroc(preds, target)
     per_class = torch.where(
         undefined.to(per_class.device), torch.full_like(per_class, math.nan), per_class
     )
@@ -433,6 +468,75 @@ def auroc_report(
     return report
 
 
+def markdown_table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    align: Sequence[Literal["left", "right"]] | None = None,
+) -> str:
+    """Render a table as Markdown: a header row, a rule, one line per row.
+
+    Every table the library prints or writes goes through this function.
+
+    Args:
+        header: Column names.
+        rows: Rows of cells, one cell per column (rendered with ``str``; ``|`` is escaped).
+        align: Per column ``"left"`` or ``"right"``: cells are padded to the column's width and
+            the rule carries the alignment (``---:`` for right). ``None`` (default): no padding,
+            plain ``---`` rules.
+
+    Returns:
+        The table's lines joined by newlines (no trailing newline).
+
+    Raises:
+        ValueError: When a row or ``align`` does not have one entry per column.
+
+    Example:
+        >>> print(markdown_table(["name", "n"], [["a", 1], ["bb", 22]]))
+        | name | n |
+        |---|---|
+        | a | 1 |
+        | bb | 22 |
+        >>> print(markdown_table(["name", "n"], [["a", 1], ["bb", 22]], ["left", "right"]))
+        | name |  n |
+        |------|---:|
+        | a    |  1 |
+        | bb   | 22 |
+    """
+    columns = len(header)
+    cells = [[str(cell).replace("|", "\\|") for cell in header]]
+    for row in rows:
+        if len(row) != columns:
+            raise ValueError(f"every row needs {columns} cells (one per column), got {list(row)}.")
+        cells.append([str(cell).replace("|", "\\|") for cell in row])
+    if align is None:
+        rule = "|" + "---|" * columns
+        lines = ["| " + " | ".join(line) + " |" for line in cells]
+        return "\n".join([lines[0], rule, *lines[1:]])
+    if len(align) != columns:
+        raise ValueError(f"align needs {columns} entries (one per column), got {list(align)}.")
+    widths = [max(len(line[i]) for line in cells) for i in range(columns)]
+
+    def padded(line: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                cell.rjust(width) if side == "right" else cell.ljust(width)
+                for cell, width, side in zip(line, widths, align, strict=True)
+            )
+            + " |"
+        )
+
+    rule = (
+        "|"
+        + "|".join(
+            "-" * (width + 1) + ":" if side == "right" else "-" * (width + 2)
+            for width, side in zip(widths, align, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([padded(cells[0]), rule, *(padded(line) for line in cells[1:])])
+
+
 def _fmt(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.4f}"
 
@@ -440,18 +544,263 @@ def _fmt(value: float) -> str:
 def format_markdown_table(report: AUROCReport) -> str:
     """Render an :class:`AUROCReport` as a Markdown table (undefined values shown as ``n/a``)."""
     pct = round(report.confidence * 100)
-    lines = [
-        f"| label | AUROC | {pct}% CI | positives | negatives | note |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["label", "AUROC", f"{pct}% CI", "positives", "negatives", "note"]
+    lines = []
     for row in report.rows():
         low, high = float(row["ci_low"]), float(row["ci_high"])
         ci = "n/a" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]"
         lines.append(
-            f"| {row['label']} | {_fmt(float(row['auroc']))} | {ci} | {row['positives']} | "
-            f"{row['negatives']} | {row['note']} |"
+            [
+                row["label"],
+                _fmt(float(row["auroc"])),
+                ci,
+                row["positives"],
+                row["negatives"],
+                row["note"],
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, lines)
+
+
+def plot_roc_curves(preds: Tensor, target: Tensor, report: AUROCReport, path: str | Path) -> None:
+    """Write the ROC curve of every class with a defined AUROC to a PNG file.
+
+    Curves come from torchmetrics' ``MultilabelROC``; the legend gives each class's AUROC and
+    the title the report's macro mean. Colours come from the 20-colour ``tab20`` map and line
+    styles cycle, so 14 classes stay distinguishable.
+
+    Args:
+        preds: Scores ``[N, C]``.
+        target: Labels ``[N, C]`` in {0, 1}.
+        report: The :class:`AUROCReport` of the same rows (names, AUROCs, macro mean).
+        path: PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchmetrics.classification import MultilabelROC
+
+    defined = [c for c, value in enumerate(report.auroc) if not math.isnan(value)]
+    fig, ax = plt.subplots(figsize=(7, 7))
+    if defined:
+        roc = MultilabelROC(num_labels=len(defined))
+        fpr, tpr, thresholds = roc(preds[:, defined].float().cpu(), target[:, defined].long().cpu())
+        ax.set_prop_cycle(color=[plt.get_cmap("tab20")(i % 20) for i in range(len(defined))])
+        roc.plot(
+            (fpr, tpr, thresholds),
+            ax=ax,
+            labels=[f"{report.label_names[c]} ({report.auroc[c]:.3f})" for c in defined],
+        )
+        styles: tuple[Any, ...] = ("-", "--", "-.", ":")
+        for i, line in enumerate(ax.get_lines()):
+            line.set_linestyle(styles[i % len(styles)])
+            line.set_linewidth(1.2)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=(0, (1, 3)), lw=0.8)
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"ROC, macro mean AUROC {report.mean:.4f} ({sum(report.in_mean)} classes)",
+    )
+    ax.legend(fontsize=6, loc="lower right")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Operating points: thresholds, metrics at thresholds, calibration
+# ---------------------------------------------------------------------------------------------
+
+
+def select_thresholds(
+    probs: Tensor,
+    target: Tensor,
+    method: ThresholdMethod = "f1",
+    target_sensitivity: float = 0.9,
+    default: float = 0.5,
+) -> Tensor:
+    """Choose one decision threshold per class.
+
+    ``method="f1"`` takes the threshold with maximal F1 (torchmetrics'
+    ``binary_precision_recall_curve``); ``method="sensitivity"`` the highest threshold whose
+    sensitivity reaches ``target_sensitivity``, i.e. the one with the best specificity
+    (torchmetrics' ``binary_specificity_at_sensitivity``). A class without positives or without
+    negatives keeps ``default``, as does a class whose target sensitivity cannot be reached.
+
+    Args:
+        probs: ``[N, C]`` probabilities.
+        target: ``[N, C]`` 0/1 labels.
+        method: ``"f1"`` or ``"sensitivity"``.
+        target_sensitivity: Minimal sensitivity for ``method="sensitivity"``, in ``(0, 1]``.
+        default: Threshold of the classes the data cannot decide.
+
+    Returns:
+        ``[C]`` thresholds (float32, CPU).
+
+    Raises:
+        ValueError: For an unknown ``method`` or a ``target_sensitivity`` outside ``(0, 1]``.
+    """
+    if method not in get_args(ThresholdMethod):
+        raise ValueError(f"method={method!r}; use 'f1' or 'sensitivity'.")
+    if not 0.0 < target_sensitivity <= 1.0:
+        raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}.")
+    probs, target = probs.float().cpu(), target.long().cpu()
+    thresholds = torch.full((probs.shape[1],), float(default))
+    for c in (~undefined_classes(target)).nonzero().flatten().tolist():
+        if method == "sensitivity":
+            _, found = binary_specificity_at_sensitivity(
+                probs[:, c], target[:, c], target_sensitivity
+            )
+            if math.isfinite(float(found)):
+                thresholds[c] = float(found)
+            continue
+        precision, recall, cuts = binary_precision_recall_curve(probs[:, c], target[:, c])
+        f1 = 2 * precision[:-1] * recall[:-1] / (precision[:-1] + recall[:-1]).clamp(min=1e-12)
+        thresholds[c] = float(cuts[int(f1.argmax())])
+    return thresholds
+
+
+def threshold_metrics(
+    probs: Tensor, target: Tensor, thresholds: Tensor, n_bins: int = 15
+) -> dict[str, Tensor]:
+    """Sensitivity, specificity, F1 at per-class thresholds, and calibration error per class.
+
+    The expected calibration error (ECE) is torchmetrics' ``binary_calibration_error`` with
+    ``n_bins`` equal-width bins.
+
+    Args:
+        probs: ``[N, C]`` probabilities.
+        target: ``[N, C]`` 0/1 labels.
+        thresholds: ``[C]`` thresholds; a probability at or above its class's threshold is a
+            positive decision.
+        n_bins: Bins of the expected calibration error.
+
+    Returns:
+        ``{"sensitivity", "specificity", "f1", "ece"}``: ``[C]`` tensors (NaN where a class
+        has no positives, resp. no negatives), plus ``"ece_all"``: the ECE over all labels
+        pooled (scalar).
+    """
+    probs, target = probs.float().cpu(), target.long().cpu()
+    num = probs.shape[1]
+    decisions = (probs >= thresholds.cpu()[None, :]).float()
+    positives = target.sum(0)
+    negatives = target.shape[0] - positives
+    nan = torch.tensor(math.nan)
+    sensitivity = multilabel_recall(decisions, target, num, average=None, zero_division=0)
+    specificity = multilabel_specificity(decisions, target, num, average=None)
+    f1 = multilabel_f1_score(decisions, target, num, average=None, zero_division=0)
+    ece = torch.stack(
+        [
+            binary_calibration_error(
+                probs[:, c].contiguous(), target[:, c].contiguous(), n_bins=n_bins
+            )
+            for c in range(num)
+        ]
+    )
+    return {
+        "sensitivity": torch.where(positives > 0, sensitivity, nan),
+        "specificity": torch.where(negatives > 0, specificity, nan),
+        "f1": torch.where(positives > 0, f1, nan),
+        "ece": ece,
+        "ece_all": binary_calibration_error(probs.flatten(), target.flatten(), n_bins=n_bins),
+    }
+
+
+def threshold_rows(
+    label_names: Sequence[str],
+    thresholds: Tensor,
+    metrics: Mapping[str, Tensor],
+    target: Tensor,
+) -> list[dict[str, str | int]]:
+    """The operating-points table: one row per class and a ``mean`` row, values as text.
+
+    Args:
+        label_names: ``C`` class names.
+        thresholds: ``[C]`` thresholds.
+        metrics: The result of :func:`threshold_metrics` at ``thresholds``.
+        target: ``[N, C]`` 0/1 labels (for the positive counts).
+
+    Returns:
+        Dicts with ``label``, ``threshold``, ``sensitivity``, ``specificity``, ``f1``, ``ece``
+        (4 decimals; ``nan`` where undefined) and ``positives``. The ``mean`` row has the macro
+        means over the classes where each value is defined, the ECE of all labels pooled, no
+        threshold and the total positives.
+    """
+    target = target.long().cpu()
+    rows: list[dict[str, str | int]] = [
+        {
+            "label": name,
+            "threshold": f"{float(thresholds[c]):.4f}",
+            "sensitivity": f"{float(metrics['sensitivity'][c]):.4f}",
+            "specificity": f"{float(metrics['specificity'][c]):.4f}",
+            "f1": f"{float(metrics['f1'][c]):.4f}",
+            "ece": f"{float(metrics['ece'][c]):.4f}",
+            "positives": int(target[:, c].sum()),
+        }
+        for c, name in enumerate(label_names)
+    ]
+    means = {k: float(metrics[k].nanmean()) for k in ("sensitivity", "specificity", "f1")}
+    rows.append(
+        {
+            "label": "mean",
+            "threshold": "",
+            **{k: f"{value:.4f}" for k, value in means.items()},
+            "ece": f"{float(metrics['ece_all']):.4f}",
+            "positives": int(target.sum()),
+        }
+    )
+    return rows
+
+
+def plot_reliability(probs: Tensor, target: Tensor, path: str | Path, n_bins: int = 15) -> None:
+    """Write a reliability diagram (all labels pooled) with the ECE in the title (PNG).
+
+    Each of ``n_bins`` equal-width probability bins with predictions is one point: the mean
+    predicted probability against the observed positive fraction, annotated with its count.
+
+    Args:
+        probs: ``[N, C]`` probabilities.
+        target: ``[N, C]`` 0/1 labels.
+        path: PNG file to write.
+        n_bins: Number of bins (also those of the ECE in the title).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, y = probs.float().cpu().flatten(), target.float().cpu().flatten()
+    edges = torch.linspace(0, 1, n_bins + 1)
+    index = torch.bucketize(p, edges[1:-1])
+    centres, observed, counts = [], [], []
+    for b in range(n_bins):
+        chosen = index == b
+        if chosen.any():
+            centres.append(float(p[chosen].mean()))
+            observed.append(float(y[chosen].mean()))
+            counts.append(int(chosen.sum()))
+    ece = float(binary_calibration_error(p, y.long(), n_bins=n_bins))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.6, label="perfect calibration")
+    ax.plot(centres, observed, "o-", label="model")
+    for x, yy, n in zip(centres, observed, counts, strict=True):
+        ax.annotate(str(n), (x, yy), fontsize=6, textcoords="offset points", xytext=(3, -8))
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed positive fraction",
+        title=f"Reliability (all labels pooled), ECE {ece:.4f}",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed evaluation: the torchmetrics metric that gathers and de-duplicates rows
+# ---------------------------------------------------------------------------------------------
 
 
 def deduplicate(index: Tensor) -> Tensor:
@@ -571,17 +920,8 @@ class DefinedMultilabelAUROC(MultilabelAUROC):
         self.gathered_preds, self.gathered_target = preds, target
         self.gathered_index, self.gathered_groups = index, groups
         self.gathered_loss = loss.double().mean() if loss is not None else None
+        per_class = per_class_auroc(preds, target)
         undefined = undefined_classes(target)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(positive|negative) samples in targets.*")
-            per_class = multilabel_auroc(
-                preds,
-                target.long(),
-                self.num_labels,
-                average="none",
-                thresholds=None,
-                validate_args=False,
-            )
         if bool(undefined.any()):
             names = [n for n, u in zip(self.label_names, undefined.tolist(), strict=False) if u]
             warnings.warn(
@@ -591,4 +931,4 @@ class DefinedMultilabelAUROC(MultilabelAUROC):
                 UserWarning,
                 stacklevel=2,
             )
-        return torch.where(undefined, torch.full_like(per_class, math.nan), per_class)
+        return per_class

@@ -72,6 +72,7 @@ def test_rare_classes_reach_val_and_test(seed: int) -> None:
 
 def test_positives_table_lists_each_class_and_split() -> None:
     table = positives_table({"train": [3, 0], "val": [1, 2], "test": [0, 5]}, ["A", "Bb"])
-    lines = table.splitlines()
-    assert lines[0].split() == ["class", "train", "val", "test"]
-    assert lines[1].split() == ["A", "3", "1", "0"] and lines[2].split() == ["Bb", "0", "2", "5"]
+    lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()]
+    assert lines[0] == ["class", "train", "val", "test"]
+    assert lines[1] == ["-------", "------:", "----:", "-----:"]  # counts right-aligned
+    assert lines[2] == ["A", "3", "1", "0"] and lines[3] == ["Bb", "0", "2", "5"]

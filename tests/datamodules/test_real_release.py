@@ -92,7 +92,7 @@ def test_stratified_split_puts_positives_in_val_and_test(real_root: dict[str, ob
     dm = openi_datamodule(root, modalities=["text"])
     loaded = dm.source.load()
     samples = [s for s in loaded.samples if s.text]
-    splits = stratified_split_samples(samples, dm.split_sizes, seed=0)
+    splits = stratified_split_samples(samples, dm.split.sizes, seed=0)
     counts = positive_counts(splits, dm.num_labels)
     total = [sum(counts[name][i] for name in counts) for i in range(dm.num_labels)]
     groups = {name: {s.group_key for s in v} for name, v in splits.items()}

@@ -39,7 +39,8 @@ def contract(out: Path, devices: int) -> None:
     import torch
     from lightning.pytorch import Trainer, seed_everything
 
-    from medllama_fusion.trainers import FusionClassifier
+    from medllama_fusion.metrics import select_thresholds
+    from medllama_fusion.trainers import FusionClassifier, OperatingPoints
     from tests.trainers.helpers import ContractDataModule, tiny_fusion
 
     seed_everything(0)
@@ -47,21 +48,29 @@ def contract(out: Path, devices: int) -> None:
         tiny_fusion(), label_names=["a", "b", "c"], bootstrap_resamples=200, min_positives=2,
         plot_roc=False, report_dir=str(out / f"report{devices}"), pos_weight="auto",
     )  # fmt: skip
+    operating_points = OperatingPoints()
     trainer = Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+        callbacks=[operating_points],
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, max_steps=3, deterministic=True,
     )  # fmt: skip
     dm = ContractDataModule(n_train=16, n_val=23, n_test=23, batch_size=4)
     val = trainer.validate(model, datamodule=dm, verbose=False)[0]
-    n_val = len(model._last_val[0])  # type: ignore[index]
+    rows = model.evaluated("val")
+    assert rows is not None
+    n_val = len(rows.probs)
+    thresholds = dict(operating_points.thresholds)
+    expected = select_thresholds(rows.probs, rows.target, "f1").tolist()
     trainer.test(model, datamodule=dm, verbose=False)
     report = model.test_report
     assert report is not None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.validate(model, datamodule=ContractDataModule(with_index=False), verbose=False)
-    n_val_without_index = len(model._last_val[0])  # type: ignore[index]
+    rows = model.evaluated("val")
+    assert rows is not None
+    n_val_without_index = len(rows.probs)
     warned = any("have no `index`" in str(w.message) for w in caught)
     rank = trainer.global_rank
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -75,6 +84,8 @@ def contract(out: Path, devices: int) -> None:
             "n_val": n_val,
             "n_val_without_index": n_val_without_index,
             "warned_without_index": warned,
+            "thresholds": thresholds,
+            "thresholds_from_rows": expected,
             "test": {
                 "auroc": report.auroc, "ci_low": report.ci_low, "ci_high": report.ci_high,
                 "mean": report.mean, "mean_ci": list(report.mean_ci),

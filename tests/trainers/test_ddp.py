@@ -50,6 +50,14 @@ def test_ddp_odd_sets_count_every_sample_once_and_fit_keeps_ranks_equal(tmp_path
     assert not math.isnan(single["test"]["mean_ci"][0])
     assert single["test"]["num_clusters"] == double["test"]["num_clusters"] == 12
 
+    # OperatingPoints reads the classifier's gathered rows: same thresholds on 1 and 2 processes
+    for run in (single, double):
+        assert list(run["thresholds"].values()) == pytest.approx(run["thresholds_from_rows"])
+    assert list(single["thresholds"]) == ["a", "b", "c"]
+    assert list(double["thresholds"].values()) == pytest.approx(
+        list(single["thresholds"].values()), abs=1e-6
+    )
+
     # without `index` the repeated row is counted (24 rows) and a warning says so under DDP
     assert single["n_val_without_index"] == 23 and not single["warned_without_index"]
     assert double["n_val_without_index"] == 24 and double["warned_without_index"]

@@ -122,7 +122,8 @@ class Preprocessing:
             raise InputError(f"preprocessing.image_std must be > 0; got {self.image_std}.")
         if self.mask_mode not in MASK_MODES:
             raise InputError(
-                f"preprocessing.mask_mode must be one of {list(MASK_MODES)}; got {self.mask_mode!r}."
+                f"preprocessing.mask_mode must be one of {list(MASK_MODES)}; got "
+                f"{self.mask_mode!r}."
             )
         object.__setattr__(self, "modalities", check_modalities(self.modalities))
         buckets = self.length_buckets

@@ -7,9 +7,9 @@ is assigned as a whole, rarest label first, to the split that still lacks most p
 label; every split with a non-zero share first gets ``min_positives_per_split`` positive groups of
 each class that has enough of them (that many per such split), the rest follows the shares.
 :func:`split_samples` is the plain seeded shuffle. :func:`positives_table` renders positives per
-class per split for the setup log. :class:`SplitSettings` holds a data module's split settings
-and :func:`assign_splits` applies them: a source's fixed split when it has one, else the seeded
-split.
+class per split for the setup log (a Markdown table). :class:`SplitSettings` holds a data
+module's split settings and :func:`assign_splits` applies them: a source's fixed split when it has
+one, else the seeded split.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from medllama_fusion.datasets.base import SPLIT_ALIASES, SPLIT_NAMES, FusionSample
 from medllama_fusion.errors import InputError
+from medllama_fusion.metrics import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -289,21 +291,19 @@ def positive_counts(
 
 
 def positives_table(counts: Mapping[str, Sequence[int]], label_names: Sequence[str]) -> str:
-    """Render positives per class (rows) and split (columns) as a fixed-width text table.
+    """Render positives per class (rows) and split (columns) as an aligned Markdown table.
 
     Args:
         counts: From :func:`positive_counts`.
         label_names: Class names.
 
     Returns:
-        The table.
+        The table: a ``class`` column, then one right-aligned column per split.
     """
-    width = max([len("class"), *(len(name) for name in label_names)])
     names = list(counts)
-    lines = ["class".ljust(width) + "".join(f"{name:>7}" for name in names)]
-    for i, label in enumerate(label_names):
-        lines.append(label.ljust(width) + "".join(f"{counts[n][i]:>7}" for n in names))
-    return "\n".join(lines)
+    rows = [[label, *(counts[n][i] for n in names)] for i, label in enumerate(label_names)]
+    right: list[Literal["left", "right"]] = ["right"] * len(names)
+    return markdown_table(["class", *names], rows, ["left", *right])
 
 
 __all__ = [

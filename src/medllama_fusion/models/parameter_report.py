@@ -1,9 +1,11 @@
-"""Readable rendering of :meth:`FusionModel.trainable_parameter_report`."""
+"""Readable rendering of :meth:`FusionModel.trainable_parameter_report`: a title and a table."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from medllama_fusion.metrics import markdown_table
 
 __all__ = ["format_parameter_report"]
 
@@ -50,18 +52,6 @@ def format_parameter_report(report: Mapping[str, Any]) -> str:
         for name, g in report["groups"].items()
     ]
     rows.append(["total", f"{trainable:,}", f"{total:,}", _percent(trainable, total), "100.00%"])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        padded = [cells[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = (
-        "|"
-        + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
-        + "|"
-    )
     title = f"Trainable parameters: {trainable:,} of {total:,} ({_percent(trainable, total)})"
-    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
+    table = markdown_table(header, rows, align=["left", "right", "right", "right", "right"])
+    return f"{title}\n{table}"

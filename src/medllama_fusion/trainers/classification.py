@@ -7,7 +7,10 @@ decay 1e-5, fused kernels on CUDA) and a per-step linear-warmup + cosine schedul
 AUROC (macro mean and per class, named by label) and the loss over the evaluated set, counting
 every sample once under distributed evaluation (rows are de-duplicated by their dataset
 ``index``); test adds positive counts, seeded report-clustered bootstrap intervals, ROC curves and
-a CSV/Markdown table in the log dir.
+a CSV/Markdown table in the log dir. :meth:`FusionClassifier.evaluated` gives those evaluated rows
+(probabilities, labels, row and report indices) to callbacks such as
+:class:`~medllama_fusion.trainers.OperatingPoints`. The numbers, tables and figures come from
+:mod:`medllama_fusion.metrics`.
 
 Checkpoints hold only the adapter state (LoRA weights, new layers, head): the frozen backbone is
 rebuilt from the hyperparameters (``BackboneConfig``) when loading, and exactly the adapter keys
@@ -20,8 +23,9 @@ import csv
 import math
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from lightning.pytorch import LightningModule
@@ -41,6 +45,7 @@ from ..metrics import (
     DefinedMultilabelAUROC,
     auroc_report,
     format_markdown_table,
+    plot_roc_curves,
 )
 from ..models import FusionModel
 from ..models.parameter_report import format_parameter_report
@@ -49,7 +54,7 @@ from .compilation import compile_blocks
 from .nonfinite import NonFiniteGuard
 from .schedules import warmup_cosine_schedule
 
-__all__ = ["FusionClassifier"]
+__all__ = ["EvaluatedRows", "EvaluationStage", "FusionClassifier"]
 
 OptimizerCallable = Callable[[Iterable[nn.Parameter]], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], LRScheduler]
@@ -63,6 +68,7 @@ PROGRESS_BAR_LOSS = "loss"
 
 def _given_hparams() -> dict[str, Any] | None:
     """Hyperparameters LightningCLI passes to ``save_hyperparameters`` (None outside the CLI)."""
+    # Lightning has no public API for this; without it a fusion built in Python lands in hparams.
     try:
         from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
     except ImportError:  # pragma: no cover - older/newer Lightning without the context variable
@@ -80,42 +86,32 @@ def _trained_labels(checkpoint: Mapping[str, Any]) -> list[str] | None:
     return [str(name) for name in names] if names else None
 
 
-def _plot_roc(preds: Tensor, target: Tensor, report: AUROCReport, path: Path) -> None:
-    """Write the ROC curve of every defined class to ``path`` (torchmetrics ``MultilabelROC``).
+EvaluationStage = Literal["val", "test"]
+"""The evaluation loops whose rows :meth:`FusionClassifier.evaluated` gives."""
 
-    Colours come from the 20-colour ``tab20`` map and line styles cycle, so 14 classes stay
-    distinguishable.
+
+@dataclass(frozen=True)
+class EvaluatedRows:
+    """The rows of one validation or test epoch, gathered from all processes, each sample once.
+
+    Rows are in ascending dataset ``index`` order when the batches carry ``index`` (then they do
+    not depend on the number of processes), in loader order otherwise.
+
+    Attributes:
+        probs: Probabilities ``[N, C]`` (sigmoid of the logits).
+        target: Labels ``[N, C]`` in {0, 1}.
+        index: Dataset row index ``[N]``, or ``None`` when the batches had no ``index``.
+        groups: Report (cluster) id ``[N]``, or ``None`` when the batches had no ``group_index``.
+        auroc: Per-class AUROC ``[C]`` (``NaN`` where a class has no positives or no negatives).
+        loss: Mean per-row loss (scalar), or ``None`` when it was not recorded.
     """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torchmetrics.classification import MultilabelROC
-
-    defined = [c for c, value in enumerate(report.auroc) if not math.isnan(value)]
-    fig, ax = plt.subplots(figsize=(7, 7))
-    if defined:
-        roc = MultilabelROC(num_labels=len(defined))
-        fpr, tpr, thresholds = roc(preds[:, defined].float().cpu(), target[:, defined].long().cpu())
-        ax.set_prop_cycle(color=[plt.get_cmap("tab20")(i % 20) for i in range(len(defined))])
-        roc.plot(
-            (fpr, tpr, thresholds),
-            ax=ax,
-            labels=[f"{report.label_names[c]} ({report.auroc[c]:.3f})" for c in defined],
-        )
-        styles: tuple[Any, ...] = ("-", "--", "-.", ":")
-        for i, line in enumerate(ax.get_lines()):
-            line.set_linestyle(styles[i % len(styles)])
-            line.set_linewidth(1.2)
-    ax.plot([0, 1], [0, 1], color="0.6", linestyle=(0, (1, 3)), lw=0.8)
-    ax.set(
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        title=f"ROC, macro mean AUROC {report.mean:.4f} ({sum(report.in_mean)} classes)",
-    )
-    ax.legend(fontsize=6, loc="lower right")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    probs: Tensor
+    target: Tensor
+    index: Tensor | None
+    groups: Tensor | None
+    auroc: Tensor
+    loss: Tensor | None
 
 
 class FusionClassifier(LightningModule):
@@ -179,8 +175,8 @@ class FusionClassifier(LightningModule):
         min_lr_ratio: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: str = "epoch",
-        pos_weight: list[float] | str | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "epoch",
+        pos_weight: list[float] | Literal["auto"] | None = None,
         compile: bool = False,
         compile_modules: tuple[str, ...] = ("LlamaDecoderLayer", "CrossAttentionLayer"),
         compile_backend: str = "inductor",
@@ -203,10 +199,6 @@ class FusionClassifier(LightningModule):
             else ["fusion", "optimizer", "lr_scheduler"]
         )
         self.save_hyperparameters(ignore=ignore)
-        if lr_scheduler_interval not in ("step", "epoch"):
-            raise ValueError(
-                f"lr_scheduler_interval must be 'step' or 'epoch', got {lr_scheduler_interval!r}."
-            )
         self._nonfinite = NonFiniteGuard(nonfinite_check_interval)
         if isinstance(warmup_steps, float) and not 0.0 <= warmup_steps < 1.0:
             raise ValueError(
@@ -222,6 +214,7 @@ class FusionClassifier(LightningModule):
             fusion.reset_head(len(label_names))
         self.label_names = list(label_names)
         num_labels = len(label_names)
+        # Any other string from Python would otherwise fail later as unresolved "auto" weights.
         if isinstance(pos_weight, str) and pos_weight != "auto":
             raise ValueError(
                 f"pos_weight must be a list of floats, 'auto' or None, got {pos_weight!r}."
@@ -247,7 +240,8 @@ class FusionClassifier(LightningModule):
         self.test_auroc = DefinedMultilabelAUROC(num_labels, self.label_names)
         self.test_report: AUROCReport | None = None
         self._compiled = False
-        self._last_val: tuple[Tensor | None, Tensor | None, Tensor] | None = None
+        self._evaluated: dict[str, EvaluatedRows] = {}
+        self._last_val: EvaluatedRows | None = None
         self._last_val_epoch = 0
 
     # ------------------------------------------------------------------ setup / optimisation
@@ -508,29 +502,77 @@ class FusionClassifier(LightningModule):
             out["index"] = batch["index"]
         return out
 
-    def _log_eval(
-        self, stage: str, metric: DefinedMultilabelAUROC, per_class: Tensor, mean: Tensor
-    ) -> None:
+    def _metric(self, stage: EvaluationStage) -> DefinedMultilabelAUROC:
+        if stage not in get_args(EvaluationStage):
+            raise ValueError(f"stage must be 'val' or 'test', got {stage!r}.")
+        return self.val_auroc if stage == "val" else self.test_auroc
+
+    def evaluated(self, stage: EvaluationStage) -> EvaluatedRows | None:
+        """The rows of the current or last ``stage`` epoch, gathered and de-duplicated.
+
+        The validation/test metric gathers every process's scores, labels, row and report
+        indices and losses and keeps each dataset row once (see
+        :class:`~medllama_fusion.metrics.DefinedMultilabelAUROC`); this returns them. Lightning
+        runs the callbacks' ``on_{validation,test}_epoch_end`` before this module's, so the
+        first call at the end of an epoch, wherever it comes from, computes the metric (under
+        distributed evaluation a collective: every process must call it, as epoch-end hooks
+        do); later calls return the same rows until the next epoch of that stage starts.
+
+        Args:
+            stage: ``"val"`` or ``"test"``.
+
+        Returns:
+            The :class:`EvaluatedRows`, or ``None`` before any batch of that stage was evaluated.
+
+        Raises:
+            ValueError: For another ``stage``.
+        """
+        metric = self._metric(stage)
+        rows = self._evaluated.get(stage)
+        if rows is None and metric.update_called:
+            per_class = metric.compute()
+            preds, target = metric.gathered_preds, metric.gathered_target
+            assert preds is not None and target is not None  # set by compute()
+            rows = EvaluatedRows(
+                probs=preds,
+                target=target,
+                index=metric.gathered_index,
+                groups=metric.gathered_groups,
+                auroc=per_class,
+                loss=metric.gathered_loss,
+            )
+            self._evaluated[stage] = rows
+        return rows
+
+    def on_validation_epoch_start(self) -> None:
+        """Forget the rows of the previous validation epoch."""
+        self._evaluated.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        """Forget the rows of the previous test epoch."""
+        self._evaluated.pop("test", None)
+
+    def _log_eval(self, stage: str, rows: EvaluatedRows, mean: Tensor) -> None:
         """Log values computed from the gathered, de-duplicated rows (identical on all ranks)."""
-        if metric.gathered_loss is not None:
-            self.log(f"{stage}/loss", metric.gathered_loss.float(), sync_dist=False)
+        if rows.loss is not None:
+            self.log(f"{stage}/loss", rows.loss.float(), sync_dist=False)
         self.log(f"{stage}/auroc", mean.float(), sync_dist=False)
-        for name, value in zip(self.label_names, per_class, strict=False):
+        for name, value in zip(self.label_names, rows.auroc, strict=False):
             self.log(f"{stage}/auroc/{name}", value, sync_dist=False)
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val/loss``, ``val/auroc`` (mean over defined classes), ``val/auroc/<label>``."""
-        per_class = self.val_auroc.compute()
-        defined = ~torch.isnan(per_class)
-        mean = per_class[defined].mean() if bool(defined.any()) else per_class.new_tensor(math.nan)
-        self._log_eval("val", self.val_auroc, per_class, mean)
-        if not self.trainer.sanity_checking:
-            self._last_val = (
-                self.val_auroc.gathered_preds,
-                self.val_auroc.gathered_target,
-                per_class,
+        rows = self.evaluated("val")
+        if rows is not None:
+            per_class = rows.auroc
+            defined = ~torch.isnan(per_class)
+            mean = (
+                per_class[defined].mean() if bool(defined.any()) else per_class.new_tensor(math.nan)
             )
-            self._last_val_epoch = self.current_epoch
+            self._log_eval("val", rows, mean)
+            if not self.trainer.sanity_checking:
+                self._last_val = rows
+                self._last_val_epoch = self.current_epoch
         self.val_auroc.reset()
 
     def on_fit_end(self) -> None:
@@ -541,13 +583,16 @@ class FusionClassifier(LightningModule):
         ``ModelCheckpoint`` saves one; the best checkpoint by the monitored metric follows with
         its path and score, since ``test``/``predict`` evaluate whichever ``--ckpt_path`` names.
         """
-        last = getattr(self, "_last_val", None)
+        last = self._last_val
         if last is None or not self.trainer.is_global_zero:
             return
-        preds, target, per_class = last
-        assert preds is not None and target is not None
         report = auroc_report(
-            preds, target, self.label_names, per_class=per_class, num_resamples=0, min_positives=1
+            last.probs,
+            last.target,
+            self.label_names,
+            per_class=last.auroc,
+            num_resamples=0,
+            min_positives=1,
         )
         checkpoints = [
             c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)
@@ -557,7 +602,7 @@ class FusionClassifier(LightningModule):
         if last_paths:
             where += f"; checkpoint {last_paths[0]}"
         lines = [
-            f"\nValidation AUROC at the end of training ({where}; {len(target)} examples):",
+            f"\nValidation AUROC at the end of training ({where}; {len(last.target)} examples):",
             format_markdown_table(report),
         ]
         for callback in checkpoints:
@@ -579,24 +624,24 @@ class FusionClassifier(LightningModule):
         ``min_positives`` positives and negatives. ``test/auroc_all_defined`` averages every class
         with a defined AUROC (comparable to papers that average all labels).
         """
-        metric = self.test_auroc
-        per_class = metric.compute()
-        preds, target = metric.gathered_preds, metric.gathered_target
-        assert preds is not None and target is not None
+        rows = self.evaluated("test")
+        self.test_auroc.reset()
+        if rows is None:
+            return
+        preds, target = rows.probs, rows.target
         report = auroc_report(
             preds,
             target,
             self.label_names,
-            per_class=per_class,
-            groups=metric.gathered_groups,
+            per_class=rows.auroc,
+            groups=rows.groups,
             num_resamples=self.hparams["bootstrap_resamples"],
             seed=self.hparams["bootstrap_seed"],
             confidence=self.hparams["confidence"],
             min_positives=self.hparams["min_positives"],
         )
-        self._log_eval("test", metric, per_class, torch.tensor(report.mean))
+        self._log_eval("test", rows, torch.tensor(report.mean))
         self.log("test/auroc_all_defined", float(report.mean_all_defined), sync_dist=False)
-        metric.reset()
         self.test_report = report
         for name, count in zip(self.label_names, report.positives, strict=False):
             self.log(f"test/positives/{name}", float(count), sync_dist=False)
@@ -611,13 +656,13 @@ class FusionClassifier(LightningModule):
         written = [out / "test_auroc.md", out / "test_auroc.csv"]
         written[0].write_text(table + "\n")
         with open(written[1], "w", newline="") as handle:
-            rows = report.rows()
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            table_rows = report.rows()
+            writer = csv.DictWriter(handle, fieldnames=list(table_rows[0]))
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(table_rows)
         if self.hparams["plot_roc"]:
             written.append(out / "roc_curves.png")
-            _plot_roc(preds, target, report, written[-1])
+            plot_roc_curves(preds, target, report, written[-1])
         names = ", ".join(path.name for path in written)
         print(f"Test report files ({names}) written to {out.resolve()}", flush=True)
 
