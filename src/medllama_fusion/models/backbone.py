@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import os
 import warnings
@@ -37,7 +38,7 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
 
-from medllama_fusion.models.layers import LlamaBlockStack
+from medllama_fusion.models.layers import LlamaBlockStack, share_weights_copy
 
 __all__ = [
     "BackboneConfig",
@@ -69,6 +70,12 @@ def resolve_dtype(name: str) -> torch.dtype:
             f"BackboneConfig.dtype={name!r} is not supported; use one of {list(_DTYPES)}."
         )
     return _DTYPES[name]
+
+
+def _holds_tensors(module: nn.Module) -> bool:
+    """Whether ``module`` directly (not through a child) holds a parameter or buffer."""
+    tensors = itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))
+    return next(tensors, None) is not None
 
 
 @contextmanager
@@ -393,6 +400,18 @@ def _gguf_config(path: str, size: int, mtime_ns: int) -> PretrainedConfig:
 class LlamaBackbone(nn.Module):
     """Token embeddings + the first decoder layers of a LLaMA-family causal LM.
 
+    Every tensor the backbone loads (or builds at random) is frozen. The backbone keeps the set of
+    module objects holding them, :attr:`frozen_modules`: each module that directly holds a
+    parameter or buffer of the token embedding or of a loaded decoder layer (embedding,
+    ``nn.Linear`` or bitsandbytes layers, norms), the layers handed out by
+    :meth:`take_extra_layers` included, plus the weight-sharing copies made by
+    :meth:`shared_copy`. Modules are tracked by identity, so the set stays valid when the model
+    moves to another device and when PEFT wraps a ``Linear`` in a LoRA layer (the original
+    module lives on as ``<name>.base_layer``). :class:`~medllama_fusion.models.FusionModel`
+    reads it to decide what trains (parameters of frozen modules do not) and what adapter
+    checkpoints leave out (their tensors are rebuilt from the configuration on load), see
+    :meth:`~medllama_fusion.models.FusionModel.frozen_module_names`.
+
     Args:
         config: Backbone configuration.
         num_extra_layers: Further pretrained layers to load after the text layers, handed out by
@@ -427,11 +446,12 @@ class LlamaBackbone(nn.Module):
         self.embed_tokens: nn.Embedding = inner.embed_tokens
         all_layers = list(inner.layers[:needed])
         del model, inner  # frees final norm, lm_head, unused layers
-        for layer in all_layers:
-            for module in layer.modules():
-                module._medllama_base = True  # type: ignore[assignment]
-        for module in self.embed_tokens.modules():
-            module._medllama_base = True  # type: ignore[assignment]
+        self._frozen_modules: set[nn.Module] = {
+            module
+            for root in (self.embed_tokens, *all_layers)
+            for module in root.modules()
+            if _holds_tensors(module)
+        }
         self.text_stack = LlamaBlockStack(all_layers[: config.num_text_layers], config.causal)
         self.text_stack.gradient_checkpointing = config.gradient_checkpointing
         self._extra: list[nn.Module] = all_layers[config.num_text_layers :]
@@ -642,6 +662,41 @@ class LlamaBackbone(nn.Module):
             ``[B, L, D]`` hidden states.
         """
         return self.text_stack(hidden_states, attention_mask, position_embeddings)  # type: ignore[no-any-return]
+
+    @property
+    def frozen_modules(self) -> frozenset[nn.Module]:
+        """The module objects holding the backbone's frozen tensors (see the class docstring)."""
+        return frozenset(self._frozen_modules)
+
+    def shared_copy(self, layer: nn.Module) -> nn.Module:
+        """A copy of a backbone layer: new module objects holding the same frozen tensors.
+
+        Wrapping a module of the copy (LoRA) leaves the original untouched, while the weights
+        exist once in memory. The copies of frozen modules join :attr:`frozen_modules`. Cross
+        layers use it for their second direction.
+
+        Args:
+            layer: A layer of this backbone (e.g. one returned by :meth:`take_extra_layers`).
+
+        Returns:
+            The copy.
+
+        Raises:
+            ValueError: When ``layer`` holds no frozen module of this backbone.
+        """
+        copied = share_weights_copy(layer)
+        twins = [
+            twin
+            for module, twin in zip(layer.modules(), copied.modules(), strict=True)
+            if module in self._frozen_modules
+        ]
+        if not twins:
+            raise ValueError(
+                f"shared_copy: {type(layer).__name__} holds no frozen module of this backbone; "
+                "pass a layer returned by take_extra_layers."
+            )
+        self._frozen_modules.update(twins)
+        return copied
 
     def take_extra_layers(self, count: int) -> list[nn.Module]:
         """Hand out the next ``count`` pretrained layers (after the text layers).
