@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -38,23 +38,32 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
 
+from medllama_fusion.models._choices import check_choice
 from medllama_fusion.models.layers import LlamaBlockStack, share_weights_copy
 
 __all__ = [
+    "AttnImplementation",
     "BackboneConfig",
+    "DTypeName",
     "LlamaBackbone",
+    "Quantization",
     "quantize_linear_layers",
     "quantized_device",
     "resolve_dtype",
 ]
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_ATTN = ("sdpa", "eager")
-_QUANT = (None, "4bit", "8bit")
+#: Dtype of the base (and compute dtype of a quantized base).
+DTypeName = Literal["float32", "bfloat16", "float16"]
+#: bitsandbytes quantization of the frozen base: NF4 (``bnb.nn.Linear4bit``) or LLM.int8().
+Quantization = Literal["4bit", "8bit"]
+#: Attention kernel of the decoder layers.
+AttnImplementation = Literal["sdpa", "eager"]
+
+_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in get_args(DTypeName)}
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """Map ``"float32" | "bfloat16" | "float16"`` to a torch dtype.
+    """Map a :data:`DTypeName` (``"float32" | "bfloat16" | "float16"``) to a torch dtype.
 
     Args:
         name: Dtype name.
@@ -65,10 +74,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     Raises:
         ValueError: For an unknown name.
     """
-    if name not in _DTYPES:
-        raise ValueError(
-            f"BackboneConfig.dtype={name!r} is not supported; use one of {list(_DTYPES)}."
-        )
+    check_choice(name, DTypeName, "BackboneConfig.dtype")
     return _DTYPES[name]
 
 
@@ -128,9 +134,9 @@ class BackboneConfig:
     init_seed: int = 0
     init_device: str = "cpu"
     num_text_layers: int = 3
-    dtype: str = "float32"
-    quantization: str | None = None
-    attn_implementation: str = "sdpa"
+    dtype: DTypeName = "float32"
+    quantization: Quantization | None = None
+    attn_implementation: AttnImplementation = "sdpa"
     causal: bool = False
     gradient_checkpointing: bool = False
     local_files_only: bool = True
@@ -152,15 +158,10 @@ class BackboneConfig:
                 f"BackboneConfig.num_text_layers must be >= 0, got {self.num_text_layers}."
             )
         resolve_dtype(self.dtype)
-        if self.quantization not in _QUANT:
-            raise ValueError(
-                f"BackboneConfig.quantization={self.quantization!r}; use None, '4bit' or '8bit'."
-            )
-        if self.attn_implementation not in _ATTN:
-            raise ValueError(
-                f"BackboneConfig.attn_implementation={self.attn_implementation!r}; "
-                f"use one of {list(_ATTN)}."
-            )
+        check_choice(self.quantization, Quantization | None, "BackboneConfig.quantization")
+        check_choice(
+            self.attn_implementation, AttnImplementation, "BackboneConfig.attn_implementation"
+        )
         if self.config is not None:
             hidden = int(self.config.get("hidden_size", 4096))
             heads = int(self.config.get("num_attention_heads", 32))
@@ -330,7 +331,9 @@ def quantized_device() -> str:
     return f"cuda:{torch.cuda.current_device()}"
 
 
-def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dtype) -> int:
+def quantize_linear_layers(
+    module: nn.Module, mode: Quantization, compute_dtype: torch.dtype
+) -> int:
     """Replace every ``nn.Linear`` inside ``module`` by a frozen bitsandbytes layer.
 
     Args:
@@ -340,7 +343,11 @@ def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dt
 
     Returns:
         Number of replaced layers.
+
+    Raises:
+        ValueError: For another ``mode``.
     """
+    check_choice(mode, Quantization, "quantize_linear_layers: mode")
     import bitsandbytes as bnb
 
     replaced = 0

@@ -38,12 +38,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+from medllama_fusion.models._choices import check_choice
 from medllama_fusion.models.backbone import BackboneConfig, LlamaBackbone
 from medllama_fusion.models.heads import ClassificationHead, masked_mean
 from medllama_fusion.models.layers import (
@@ -57,6 +58,7 @@ from medllama_fusion.models.vision import VisionConfig, VisionEncoder
 from medllama_fusion.tuners.lora import LoraSettings, inject_lora
 
 __all__ = [
+    "BlocksInit",
     "FusionContext",
     "FusionModel",
     "FusionOutput",
@@ -65,8 +67,10 @@ __all__ = [
     "SerialFusion",
 ]
 
+#: Where vision/cross blocks start: pretrained backbone layers (frozen + LoRA) or new random ones.
+BlocksInit = Literal["backbone", "random"]
+
 _TRAINABLE_DTYPE = torch.float32
-_BLOCKS_INIT = ("backbone", "random")
 DEFAULT_VISION = VisionConfig()
 DEFAULT_LORA = LoraSettings()
 
@@ -161,12 +165,11 @@ class FusionModel(nn.Module, ABC):
         num_labels: int = 14,
         num_cross_layers: int = 3,
         dropout: float = 0.1,
-        blocks_init: str = "backbone",
+        blocks_init: BlocksInit = "backbone",
         modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if blocks_init not in _BLOCKS_INIT:
-            raise ValueError(f"blocks_init={blocks_init!r}; use 'backbone' or 'random'.")
+        check_choice(blocks_init, BlocksInit, "blocks_init")
         if num_cross_layers < 0:
             raise ValueError(f"num_cross_layers must be >= 0, got {num_cross_layers}.")
         if not 0.0 <= modality_dropout < 1.0:
