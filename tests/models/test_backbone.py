@@ -292,3 +292,29 @@ def test_quantized_checkpoint_goes_to_the_ranks_own_gpu(monkeypatch: pytest.Monk
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert quantized_device() == "cuda:0"
+
+
+def test_frozen_modules_are_the_loaded_modules_and_their_shared_copies() -> None:
+    from torch import nn
+
+    from medllama_fusion.models import CrossAttentionLayer
+
+    backbone = LlamaBackbone(BackboneConfig(config=dict(TINY), num_text_layers=1), 1)
+    frozen = backbone.frozen_modules
+    holders = [backbone.embed_tokens, *backbone.layers[0].modules()]
+    assert {m for m in holders if next(m.parameters(recurse=False), None) is not None} <= frozen
+    assert backbone.rotary_emb not in frozen  # not loaded: built from the config
+    (layer,) = backbone.take_extra_layers(1)
+    originals = [m for m in layer.modules() if m in frozen]
+    assert len(originals) == 9  # q, k, v, o, gate, up, down and the two norms
+    copied = backbone.shared_copy(layer)
+    for module, twin in zip(layer.modules(), copied.modules(), strict=True):
+        assert twin is not module
+        assert (twin in backbone.frozen_modules) == (module in frozen)
+        for a, b in zip(module.parameters(False), twin.parameters(False), strict=True):
+            assert a is b
+    assert len(backbone.frozen_modules) == len(frozen) + 9
+    with pytest.raises(ValueError, match="take_extra_layers"):
+        backbone.shared_copy(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="image_to_text_source"):
+        CrossAttentionLayer(backbone.llama_config, None, copied)

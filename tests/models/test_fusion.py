@@ -223,6 +223,59 @@ def test_adapter_state_dict_round_trip() -> None:
     assert "nope" in str(err.value) and "head.classifier.bias" in str(err.value)
 
 
+def _backbone_derived(key: str, blocks_init: str) -> bool:
+    """Whether a state-dict key is a frozen backbone tensor, by the documented layout."""
+    if ".lora_" in key or ".context_layernorm." in key:
+        return False
+    derived = ("backbone.embed_tokens.", "backbone.text_stack.layers.")
+    if blocks_init == "backbone":
+        derived += ("vision.stack.layers.", "early_cross.", "late_cross.")
+    return key.startswith(derived)
+
+
+@pytest.mark.parametrize("blocks_init", ["backbone", "random"])
+@pytest.mark.parametrize("lora", [None, LoraSettings(r=2, target_modules=["q_proj", "gate_proj"])])
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+def test_adapter_state_is_state_dict_minus_backbone_frozen_tensors(
+    blocks_init: str, lora: LoraSettings | None, quantization: str | None
+) -> None:
+    model = build(
+        MixedFusion,
+        backbone=BackboneConfig(config=dict(TINY), num_text_layers=2, quantization=quantization),
+        lora=lora,
+        blocks_init=blocks_init,
+    )
+    full = set(model.state_dict())
+    frozen_keys = {k for k in full if _backbone_derived(k, blocks_init)}
+    assert frozen_keys and frozen_keys != full
+    assert model.frozen_state_keys() == frozen_keys
+    assert set(model.adapter_state_dict()) == full - frozen_keys
+    # the keys follow from the backbone's set of frozen modules: each key belongs to the
+    # module with the longest name prefixing it
+    modules = dict(model.named_modules(remove_duplicate=False))
+
+    def owner(key: str) -> torch.nn.Module:
+        parts = key.split(".")
+        return next(
+            modules[".".join(parts[:i])]
+            for i in range(len(parts) - 1, 0, -1)
+            if ".".join(parts[:i]) in modules
+        )
+
+    frozen = model.backbone.frozen_modules
+    assert {k for k in full if owner(k) in frozen} == frozen_keys
+    names = model.frozen_module_names()
+    assert all(modules[n] in frozen for n in names)
+    if lora is not None:
+        assert "backbone.text_stack.layers.0.self_attn.q_proj.base_layer" in names
+        assert "backbone.text_stack.layers.0.self_attn.q_proj" not in names
+    # exactly the parameters of frozen modules are frozen
+    for name, param in model.named_parameters():
+        assert param.requires_grad == (owner(name) not in frozen), name
+    # no hidden marker on any module
+    assert not any(hasattr(m, "_medllama_base") for m in [*model.modules(), *frozen])
+
+
 def test_reset_head() -> None:
     model = build(ParallelFusion)
     model.reset_head(3)

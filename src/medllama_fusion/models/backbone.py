@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import os
 import warnings
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -37,23 +38,32 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
 
-from medllama_fusion.models.layers import LlamaBlockStack
+from medllama_fusion.models._choices import check_choice
+from medllama_fusion.models.layers import LlamaBlockStack, share_weights_copy
 
 __all__ = [
+    "AttnImplementation",
     "BackboneConfig",
+    "DTypeName",
     "LlamaBackbone",
+    "Quantization",
     "quantize_linear_layers",
     "quantized_device",
     "resolve_dtype",
 ]
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_ATTN = ("sdpa", "eager")
-_QUANT = (None, "4bit", "8bit")
+#: Dtype of the base (and compute dtype of a quantized base).
+DTypeName = Literal["float32", "bfloat16", "float16"]
+#: bitsandbytes quantization of the frozen base: NF4 (``bnb.nn.Linear4bit``) or LLM.int8().
+Quantization = Literal["4bit", "8bit"]
+#: Attention kernel of the decoder layers.
+AttnImplementation = Literal["sdpa", "eager"]
+
+_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in get_args(DTypeName)}
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """Map ``"float32" | "bfloat16" | "float16"`` to a torch dtype.
+    """Map a :data:`DTypeName` (``"float32" | "bfloat16" | "float16"``) to a torch dtype.
 
     Args:
         name: Dtype name.
@@ -64,11 +74,14 @@ def resolve_dtype(name: str) -> torch.dtype:
     Raises:
         ValueError: For an unknown name.
     """
-    if name not in _DTYPES:
-        raise ValueError(
-            f"BackboneConfig.dtype={name!r} is not supported; use one of {list(_DTYPES)}."
-        )
+    check_choice(name, DTypeName, "BackboneConfig.dtype")
     return _DTYPES[name]
+
+
+def _holds_tensors(module: nn.Module) -> bool:
+    """Whether ``module`` directly (not through a child) holds a parameter or buffer."""
+    tensors = itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False))
+    return next(tensors, None) is not None
 
 
 @contextmanager
@@ -121,9 +134,9 @@ class BackboneConfig:
     init_seed: int = 0
     init_device: str = "cpu"
     num_text_layers: int = 3
-    dtype: str = "float32"
-    quantization: str | None = None
-    attn_implementation: str = "sdpa"
+    dtype: DTypeName = "float32"
+    quantization: Quantization | None = None
+    attn_implementation: AttnImplementation = "sdpa"
     causal: bool = False
     gradient_checkpointing: bool = False
     local_files_only: bool = True
@@ -145,15 +158,10 @@ class BackboneConfig:
                 f"BackboneConfig.num_text_layers must be >= 0, got {self.num_text_layers}."
             )
         resolve_dtype(self.dtype)
-        if self.quantization not in _QUANT:
-            raise ValueError(
-                f"BackboneConfig.quantization={self.quantization!r}; use None, '4bit' or '8bit'."
-            )
-        if self.attn_implementation not in _ATTN:
-            raise ValueError(
-                f"BackboneConfig.attn_implementation={self.attn_implementation!r}; "
-                f"use one of {list(_ATTN)}."
-            )
+        check_choice(self.quantization, Quantization | None, "BackboneConfig.quantization")
+        check_choice(
+            self.attn_implementation, AttnImplementation, "BackboneConfig.attn_implementation"
+        )
         if self.config is not None:
             hidden = int(self.config.get("hidden_size", 4096))
             heads = int(self.config.get("num_attention_heads", 32))
@@ -323,7 +331,9 @@ def quantized_device() -> str:
     return f"cuda:{torch.cuda.current_device()}"
 
 
-def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dtype) -> int:
+def quantize_linear_layers(
+    module: nn.Module, mode: Quantization, compute_dtype: torch.dtype
+) -> int:
     """Replace every ``nn.Linear`` inside ``module`` by a frozen bitsandbytes layer.
 
     Args:
@@ -333,7 +343,11 @@ def quantize_linear_layers(module: nn.Module, mode: str, compute_dtype: torch.dt
 
     Returns:
         Number of replaced layers.
+
+    Raises:
+        ValueError: For another ``mode``.
     """
+    check_choice(mode, Quantization, "quantize_linear_layers: mode")
     import bitsandbytes as bnb
 
     replaced = 0
@@ -393,6 +407,18 @@ def _gguf_config(path: str, size: int, mtime_ns: int) -> PretrainedConfig:
 class LlamaBackbone(nn.Module):
     """Token embeddings + the first decoder layers of a LLaMA-family causal LM.
 
+    Every tensor the backbone loads (or builds at random) is frozen. The backbone keeps the set of
+    module objects holding them, :attr:`frozen_modules`: each module that directly holds a
+    parameter or buffer of the token embedding or of a loaded decoder layer (embedding,
+    ``nn.Linear`` or bitsandbytes layers, norms), the layers handed out by
+    :meth:`take_extra_layers` included, plus the weight-sharing copies made by
+    :meth:`shared_copy`. Modules are tracked by identity, so the set stays valid when the model
+    moves to another device and when PEFT wraps a ``Linear`` in a LoRA layer (the original
+    module lives on as ``<name>.base_layer``). :class:`~medllama_fusion.models.FusionModel`
+    reads it to decide what trains (parameters of frozen modules do not) and what adapter
+    checkpoints leave out (their tensors are rebuilt from the configuration on load), see
+    :meth:`~medllama_fusion.models.FusionModel.frozen_module_names`.
+
     Args:
         config: Backbone configuration.
         num_extra_layers: Further pretrained layers to load after the text layers, handed out by
@@ -427,11 +453,12 @@ class LlamaBackbone(nn.Module):
         self.embed_tokens: nn.Embedding = inner.embed_tokens
         all_layers = list(inner.layers[:needed])
         del model, inner  # frees final norm, lm_head, unused layers
-        for layer in all_layers:
-            for module in layer.modules():
-                module._medllama_base = True  # type: ignore[assignment]
-        for module in self.embed_tokens.modules():
-            module._medllama_base = True  # type: ignore[assignment]
+        self._frozen_modules: set[nn.Module] = {
+            module
+            for root in (self.embed_tokens, *all_layers)
+            for module in root.modules()
+            if _holds_tensors(module)
+        }
         self.text_stack = LlamaBlockStack(all_layers[: config.num_text_layers], config.causal)
         self.text_stack.gradient_checkpointing = config.gradient_checkpointing
         self._extra: list[nn.Module] = all_layers[config.num_text_layers :]
@@ -642,6 +669,41 @@ class LlamaBackbone(nn.Module):
             ``[B, L, D]`` hidden states.
         """
         return self.text_stack(hidden_states, attention_mask, position_embeddings)  # type: ignore[no-any-return]
+
+    @property
+    def frozen_modules(self) -> frozenset[nn.Module]:
+        """The module objects holding the backbone's frozen tensors (see the class docstring)."""
+        return frozenset(self._frozen_modules)
+
+    def shared_copy(self, layer: nn.Module) -> nn.Module:
+        """A copy of a backbone layer: new module objects holding the same frozen tensors.
+
+        Wrapping a module of the copy (LoRA) leaves the original untouched, while the weights
+        exist once in memory. The copies of frozen modules join :attr:`frozen_modules`. Cross
+        layers use it for their second direction.
+
+        Args:
+            layer: A layer of this backbone (e.g. one returned by :meth:`take_extra_layers`).
+
+        Returns:
+            The copy.
+
+        Raises:
+            ValueError: When ``layer`` holds no frozen module of this backbone.
+        """
+        copied = share_weights_copy(layer)
+        twins = [
+            twin
+            for module, twin in zip(layer.modules(), copied.modules(), strict=True)
+            if module in self._frozen_modules
+        ]
+        if not twins:
+            raise ValueError(
+                f"shared_copy: {type(layer).__name__} holds no frozen module of this backbone; "
+                "pass a layer returned by take_extra_layers."
+            )
+        self._frozen_modules.update(twins)
+        return copied
 
     def take_extra_layers(self, count: int) -> list[nn.Module]:
         """Hand out the next ``count`` pretrained layers (after the text layers).

@@ -38,12 +38,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+from medllama_fusion.models._choices import check_choice
 from medllama_fusion.models.backbone import BackboneConfig, LlamaBackbone
 from medllama_fusion.models.heads import ClassificationHead, masked_mean
 from medllama_fusion.models.layers import (
@@ -57,6 +58,7 @@ from medllama_fusion.models.vision import VisionConfig, VisionEncoder
 from medllama_fusion.tuners.lora import LoraSettings, inject_lora
 
 __all__ = [
+    "BlocksInit",
     "FusionContext",
     "FusionModel",
     "FusionOutput",
@@ -65,9 +67,10 @@ __all__ = [
     "SerialFusion",
 ]
 
-_BASE_FLAG = "_medllama_base"
+#: Where vision/cross blocks start: pretrained backbone layers (frozen + LoRA) or new random ones.
+BlocksInit = Literal["backbone", "random"]
+
 _TRAINABLE_DTYPE = torch.float32
-_BLOCKS_INIT = ("backbone", "random")
 DEFAULT_VISION = VisionConfig()
 DEFAULT_LORA = LoraSettings()
 
@@ -162,12 +165,11 @@ class FusionModel(nn.Module, ABC):
         num_labels: int = 14,
         num_cross_layers: int = 3,
         dropout: float = 0.1,
-        blocks_init: str = "backbone",
+        blocks_init: BlocksInit = "backbone",
         modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if blocks_init not in _BLOCKS_INIT:
-            raise ValueError(f"blocks_init={blocks_init!r}; use 'backbone' or 'random'.")
+        check_choice(blocks_init, BlocksInit, "blocks_init")
         if num_cross_layers < 0:
             raise ValueError(f"num_cross_layers must be >= 0, got {num_cross_layers}.")
         if not 0.0 <= modality_dropout < 1.0:
@@ -209,7 +211,10 @@ class FusionModel(nn.Module, ABC):
             if cross_from_backbone:
                 sources = self.backbone.take_extra_layers(count)
                 lora_blocks.extend(f"{name}.{i}" for i in range(count))
-                return nn.ModuleList(CrossAttentionLayer(llama_config, s) for s in sources)
+                return nn.ModuleList(
+                    CrossAttentionLayer(llama_config, s, self.backbone.shared_copy(s))
+                    for s in sources
+                )
             return nn.ModuleList(
                 CrossAttentionLayer(llama_config).to(_TRAINABLE_DTYPE) for _ in range(count)
             )
@@ -225,8 +230,9 @@ class FusionModel(nn.Module, ABC):
         self.lora_modules: list[str] = []
         if lora is not None:
             self.lora_modules = inject_lora(self, lora, lora_blocks)
+        frozen = self.backbone.frozen_modules
         for module in self.modules():
-            trainable = not getattr(module, _BASE_FLAG, False)
+            trainable = module not in frozen
             for param in module.parameters(recurse=False):
                 param.requires_grad_(trainable and param.is_floating_point())
         encoder = getattr(self.vision.embed, "encoder", None)
@@ -465,13 +471,35 @@ class FusionModel(nn.Module, ABC):
         return FusionOutput(logits, text_features, image_features)
 
     # ------------------------------------------------------------------ checkpoints
-    def _base_state_keys(self) -> set[str]:
+    def frozen_module_names(self) -> list[str]:
+        """Names of the modules that hold the frozen backbone-derived base, as they are now.
+
+        Derived from :attr:`LlamaBackbone.frozen_modules` at call time, so the names follow
+        the model's current structure (the frozen ``Linear`` of a LoRA-adapted projection is
+        ``<name>.base_layer``). A module registered under several names is listed once, under
+        its first name.
+
+        Returns:
+            Module names in ``named_modules()`` order.
+        """
+        frozen = self.backbone.frozen_modules
+        return [name for name, module in self.named_modules() if module in frozen]
+
+    def frozen_state_keys(self) -> set[str]:
+        """The ``state_dict`` keys of the frozen base (left out of :meth:`adapter_state_dict`).
+
+        All entries the frozen modules write themselves (with a quantized base also the
+        quantization state of each weight), under the names of :meth:`frozen_module_names`.
+
+        Returns:
+            The keys.
+        """
+        modules = dict(self.named_modules())
         keys: set[str] = set()
-        for name, module in self.named_modules():
-            if getattr(module, _BASE_FLAG, False):
-                dest: dict[str, Any] = {}
-                module._save_to_state_dict(dest, f"{name}." if name else "", True)
-                keys.update(dest)
+        for name in self.frozen_module_names():
+            dest: dict[str, Any] = {}
+            modules[name]._save_to_state_dict(dest, f"{name}." if name else "", True)
+            keys.update(dest)
         return keys
 
     def adapter_state_dict(self) -> dict[str, Tensor]:
@@ -487,7 +515,7 @@ class FusionModel(nn.Module, ABC):
         Returns:
             The adapter state (tensors detached, on their current device).
         """
-        base = self._base_state_keys()
+        base = self.frozen_state_keys()
         return {k: v for k, v in self.state_dict().items() if k not in base}
 
     def load_adapter_state_dict(self, state_dict: dict[str, Tensor]) -> None:

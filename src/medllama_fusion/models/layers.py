@@ -341,11 +341,30 @@ class CrossAttentionLayer(nn.Module):
     Args:
         config: Backbone config.
         source: Optional pretrained decoder layer to initialise both directions from.
+        image_to_text_source: The module objects ``image_to_text`` adopts when ``source`` is
+            given: a copy of ``source`` holding the same tensors. ``None`` makes one with
+            :func:`share_weights_copy`; the fusion models pass
+            ``backbone.shared_copy(source)`` (:meth:`LlamaBackbone.shared_copy`), so that the
+            backbone tracks the copy as frozen.
+
+    Raises:
+        ValueError: When ``image_to_text_source`` is given without ``source``.
     """
 
-    def __init__(self, config: LlamaConfig, source: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        config: LlamaConfig,
+        source: nn.Module | None = None,
+        image_to_text_source: nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        copy_source = share_weights_copy(source) if source is not None else None
+        if image_to_text_source is not None and source is None:
+            raise ValueError(
+                "CrossAttentionLayer: image_to_text_source needs source (the layer it copies)."
+            )
+        copy_source = image_to_text_source
+        if source is not None and copy_source is None:
+            copy_source = share_weights_copy(source)
         self.text_to_image = CrossAttentionBlock(config, source)
         self.image_to_text = CrossAttentionBlock(config, copy_source)
         self.gradient_checkpointing = False

@@ -17,15 +17,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from medllama_fusion.models._choices import check_choice
 from medllama_fusion.models.layers import LlamaBlockStack, RotaryEmbeddings
 
-__all__ = ["PatchEmbedding", "TorchvisionEmbedding", "VisionConfig", "VisionEncoder"]
+__all__ = [
+    "ImageChannels",
+    "PatchEmbedding",
+    "TorchvisionEmbedding",
+    "VisionConfig",
+    "VisionEncoder",
+    "VisionEncoderName",
+]
 
-_ENCODERS = ("patchify", "vit_b_16", "resnet18", "resnet50")
+#: Image tokeniser: conv patchify or a torchvision network.
+VisionEncoderName = Literal["patchify", "vit_b_16", "resnet18", "resnet50"]
+#: Input channels: grayscale or RGB.
+ImageChannels = Literal[1, 3]
 
 
 @dataclass
@@ -35,7 +47,7 @@ class VisionConfig:
     Args:
         image_size: Input height and width (square images).
         patch_size: Patch size of the ``patchify`` encoder (must divide ``image_size``).
-        in_channels: Input channels (1 = grayscale).
+        in_channels: Input channels: 1 (grayscale) or 3 (RGB).
         encoder: ``"patchify" | "vit_b_16" | "resnet18" | "resnet50"``.
         encoder_weights: Local state-dict file for a torchvision encoder (``torch.load`` with
             ``weights_only=True``); ``None`` = random init.
@@ -49,18 +61,15 @@ class VisionConfig:
 
     image_size: int = 224
     patch_size: int = 16
-    in_channels: int = 1
-    encoder: str = "patchify"
+    in_channels: ImageChannels = 1
+    encoder: VisionEncoderName = "patchify"
     encoder_weights: str | None = None
     freeze_encoder: bool = False
     num_layers: int = 3
     init_from_backbone: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.encoder not in _ENCODERS:
-            raise ValueError(
-                f"VisionConfig.encoder={self.encoder!r} is unknown; use one of {list(_ENCODERS)}."
-            )
+        check_choice(self.encoder, VisionEncoderName, "VisionConfig.encoder")
         if self.image_size < 1 or self.patch_size < 1:
             raise ValueError("VisionConfig.image_size and patch_size must be positive.")
         if self.encoder == "patchify" and self.image_size % self.patch_size != 0:
@@ -72,8 +81,7 @@ class VisionConfig:
             raise ValueError(
                 f"VisionConfig.image_size={self.image_size} must be a multiple of 16 for vit_b_16."
             )
-        if self.in_channels not in (1, 3):
-            raise ValueError(f"VisionConfig.in_channels must be 1 or 3, got {self.in_channels}.")
+        check_choice(self.in_channels, ImageChannels, "VisionConfig.in_channels")
         if self.num_layers < 0:
             raise ValueError(f"VisionConfig.num_layers must be >= 0, got {self.num_layers}.")
         if self.encoder_weights is not None and self.encoder == "patchify":

@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-__all__ = ["LORA_TARGET_MODULES", "LoraSettings"]
+__all__ = ["LORA_TARGET_MODULES", "LoraSettings", "LoraTarget", "PaperBudgetRank"]
 
-#: Linear sub-modules of a LLaMA-style block that LoRA may adapt.
-LORA_TARGET_MODULES: tuple[str, ...] = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
+#: Linear sub-module of a LLaMA-style block that LoRA may adapt.
+LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: Rank of one of the paper's fixed-budget LoRA settings (:meth:`LoraSettings.paper_budget`).
+PaperBudgetRank = Literal[2, 4, 8]
+
+#: Linear sub-modules of a LLaMA-style block that LoRA may adapt (the values of ``LoraTarget``).
+LORA_TARGET_MODULES: tuple[str, ...] = get_args(LoraTarget)
+
+# rank x number of adapted projection types = 8 for every paper setting
+_PAPER_BUDGET: dict[PaperBudgetRank, tuple[LoraTarget, ...]] = {
+    8: ("q_proj",),
+    4: ("q_proj", "v_proj"),
+    2: ("q_proj", "k_proj", "v_proj", "o_proj"),
+}
 
 
-def _default_targets() -> list[str]:
+def _default_targets() -> list[LoraTarget]:
     return ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def _check_target_modules(target_modules: Iterable[str], name: str = "target_modules") -> None:
+    """Raise a ``ValueError`` naming the allowed values for any unknown target module.
+
+    Args:
+        target_modules: The given module names.
+        name: The argument as the user knows it, for the message.
+
+    Raises:
+        ValueError: When a name is not one of :data:`LORA_TARGET_MODULES`.
+    """
+    unknown = [module for module in target_modules if module not in LORA_TARGET_MODULES]
+    if unknown:
+        raise ValueError(
+            f"{name} has unknown module name(s) {unknown}; "
+            f"choose from {', '.join(LORA_TARGET_MODULES)}."
+        )
 
 
 @dataclass
@@ -38,7 +62,7 @@ class LoraSettings:
     r: int = 4
     alpha: int | None = None
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=_default_targets)
+    target_modules: list[LoraTarget] = field(default_factory=_default_targets)
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -50,12 +74,7 @@ class LoraSettings:
                 "LoraSettings.target_modules is empty; name at least one of "
                 f"{', '.join(LORA_TARGET_MODULES)} (or pass lora=None to disable LoRA)."
             )
-        unknown = [name for name in self.target_modules if name not in LORA_TARGET_MODULES]
-        if unknown:
-            raise ValueError(
-                f"LoraSettings.target_modules has unknown module name(s) {unknown}; "
-                f"choose from {', '.join(LORA_TARGET_MODULES)}."
-            )
+        _check_target_modules(self.target_modules, "LoraSettings.target_modules")
 
     @property
     def lora_alpha(self) -> int:
@@ -63,7 +82,7 @@ class LoraSettings:
         return self.alpha if self.alpha is not None else 2 * self.r
 
     @classmethod
-    def paper_budget(cls, r: int, dropout: float = 0.05) -> LoraSettings:
+    def paper_budget(cls, r: PaperBudgetRank, dropout: float = 0.05) -> LoraSettings:
         """Preset with the paper's fixed parameter budget (rank x number of projection types).
 
         Args:
@@ -76,11 +95,9 @@ class LoraSettings:
         Raises:
             ValueError: When ``r`` is not one of 2, 4, 8.
         """
-        presets = {
-            8: ["q_proj"],
-            4: ["q_proj", "v_proj"],
-            2: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        }
-        if r not in presets:
-            raise ValueError(f"paper_budget(r={r}): r must be 2, 4 or 8 (the paper's budget).")
-        return cls(r=r, alpha=2 * r, dropout=dropout, target_modules=list(presets[r]))
+        ranks = get_args(PaperBudgetRank)
+        if r not in ranks:
+            allowed = f"{', '.join(map(str, ranks[:-1]))} or {ranks[-1]}"
+            raise ValueError(f"paper_budget(r={r}): r must be {allowed} (the paper's budget).")
+        targets = list(_PAPER_BUDGET[r])
+        return cls(r=r, alpha=2 * r, dropout=dropout, target_modules=targets)

@@ -8,7 +8,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import cast_adapter_dtype
 from torch import nn
 
-from medllama_fusion.tuners.lora.config import LORA_TARGET_MODULES, LoraSettings
+from medllama_fusion.tuners.lora.config import LoraSettings, _check_target_modules
 
 __all__ = ["inject_lora"]
 
@@ -34,12 +34,7 @@ def inject_lora(
     Raises:
         ValueError: When a target module name is unknown or no module matches.
     """
-    unknown = [t for t in settings.target_modules if t not in LORA_TARGET_MODULES]
-    if unknown:
-        raise ValueError(
-            f"lora.target_modules has unknown module name(s) {unknown}; "
-            f"choose from {', '.join(LORA_TARGET_MODULES)}."
-        )
+    _check_target_modules(settings.target_modules, "lora.target_modules")
     prefixes = tuple(p.rstrip(".") + "." for p in block_prefixes)
     targets = set(settings.target_modules)
     names = [
