@@ -124,7 +124,7 @@ def test_tiny_quickstart_fit_prints_no_warnings(tmp_path: Path) -> None:
     assert "Trainable parameters:" in result.stderr and "| lora " in result.stderr
     assert "trainable parameters: {" not in result.stderr
     # The end-of-fit table names its epoch and the checkpoint holding those weights.
-    checkpoints = tmp_path / "outputs" / "checkpoints"
+    checkpoints = tmp_path / "outputs" / "quickstart" / "version_0" / "checkpoints"
     assert f"epoch=0, the last validated epoch; checkpoint {checkpoints / 'last.ckpt'}" in (
         result.stdout
     )

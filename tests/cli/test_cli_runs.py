@@ -50,8 +50,11 @@ def test_fit_test_predict(
     defined = [v for v in per_class if not math.isnan(v)]
     assert float(metrics["val/auroc"]) == pytest.approx(sum(defined) / len(defined), abs=1e-6)
     ckpt = _ckpts(tmp_path)[-1]
-    assert ckpt.parent == tmp_path / "checkpoints"  # the stable folder --ckpt_path last reads
-    assert f"checkpoints in {ckpt.parent.resolve()}\n" in capsys.readouterr().out
+    run = tmp_path / "tiny" / "version_0"  # the fit's own run folder
+    assert ckpt == run / "checkpoints" / "last.ckpt"
+    printed = capsys.readouterr().out
+    assert f"run folder {run.resolve()}\n" in printed
+    assert f"last checkpoint {ckpt.resolve()}\n" in printed
 
     test_out = tmp_path / "test"
     cli = main(

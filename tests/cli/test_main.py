@@ -17,6 +17,7 @@ from medllama_fusion.cli.main import (
     resolve_preset_configs,
     user_error_message,
 )
+from medllama_fusion.cli.runs import runs_folder
 from medllama_fusion.configs import list_presets, preset_arguments, preset_files, preset_path
 from medllama_fusion.datasets import DataProblem, DataProblemError
 from medllama_fusion.errors import InputError
@@ -37,7 +38,7 @@ def test_presets_listed_and_found() -> None:
         text=True,
         check=True,
     ).stdout.strip()
-    assert out == str(preset_path("quickstart"))
+    assert out == f"{preset_path('quickstart')} --run_name quickstart"
 
 
 PAPER_TARGETS = {
@@ -58,7 +59,8 @@ def _print_config(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
 def test_quickstart_preset_parses(capsys: pytest.CaptureFixture[str]) -> None:
     config = _print_config(["--config", str(preset_path("quickstart"))], capsys)
     assert config["model"]["init_args"]["fusion"]["class_path"].endswith("ParallelFusion")
-    assert config["trainer"]["default_root_dir"] == "outputs/quickstart"
+    config["config"] = [str(preset_path("quickstart"))]
+    assert runs_folder(config) == Path("outputs/quickstart")  # named after the file
 
 
 @pytest.mark.parametrize("fusion", sorted(PAPER_FUSIONS))
@@ -75,7 +77,7 @@ def test_paper_presets_compose_recipe_fusion_and_rank(
     assert lora["r"] == rank and lora["alpha"] == 2 * rank
     assert lora["target_modules"] == PAPER_TARGETS[rank]
     assert len(lora["target_modules"]) * rank == 8  # the paper's budget
-    assert config["trainer"]["default_root_dir"] == f"outputs/{name}"
+    assert config["run_name"] == name and runs_folder(config) == Path(f"outputs/{name}")
     # The recipe of paper/base.yaml survives the overlays (also across the fusion class switch).
     assert lora["dropout"] == 0.05
     assert model["fusion"]["init_args"]["backbone"]["pretrained"] == "meta-llama/Llama-2-7b-hf"
@@ -83,7 +85,7 @@ def test_paper_presets_compose_recipe_fusion_and_rank(
     assert model["fusion"]["init_args"]["num_cross_layers"] == 3
     assert config["trainer"]["precision"] == "bf16-mixed"
     assert config["trainer"]["max_epochs"] == 15
-    assert config["data"]["init_args"]["batch_size"] == 20
+    assert config["data"]["init_args"]["loader"]["batch_size"] == 20
     assert model["lr"] == 1e-4
 
 
@@ -96,8 +98,8 @@ def test_paper_preset_files_and_arguments() -> None:
     ]
     assert preset_arguments("paper/serial_r4") == [
         *[a for f in files for a in ("--config", str(f))],
-        "--trainer.default_root_dir",
-        "outputs/paper/serial_r4",
+        "--run_name",
+        "paper/serial_r4",
     ]
     with pytest.raises(FileNotFoundError, match="composed of 3 files"):
         preset_path("paper/serial_r4")
@@ -123,7 +125,7 @@ def test_user_overrides_after_a_composed_preset_win(capsys: pytest.CaptureFixtur
         ],
         capsys,
     )
-    assert config["trainer"]["default_root_dir"] == "runs/mine"
+    assert runs_folder(config) == Path("runs/mine/paper/mixed_r8")
     assert config["model"]["init_args"]["fusion"]["init_args"]["lora"]["r"] == 16
     assert config["model"]["init_args"]["fusion"]["class_path"].endswith("MixedFusion")
 
@@ -146,6 +148,8 @@ def test_preset_names_resolve_in_config_arguments(tmp_path: Path) -> None:
         "fit",
         "--config",
         str(preset_path("quickstart")),
+        "--run_name",
+        "quickstart",
         *[f"{flag}={value}" for flag, value in zip(mixed[::2], mixed[1::2], strict=True)],
         "-c",
         str(own),
@@ -167,7 +171,7 @@ def test_preset_names_resolve_from_sys_argv(
     assert exc.value.code == 0
     assert not [w for w in caught if "args parameter" in str(w.message)]
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["trainer"]["default_root_dir"] == "outputs/quickstart"
+    assert runs_folder(config) == Path("outputs/quickstart")
     assert sys.argv == argv  # restored
 
 
@@ -254,7 +258,7 @@ def test_main_reports_input_error_raised_while_instantiating(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """jsonargparse wraps a constructor's error in its own ValueError; the message still shows."""
-    config = yaml.safe_load((Path(__file__).parent / "conf" / "tiny.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).parents[1] / "conf" / "tiny.yaml").read_text())
     config["data"] = {
         "class_path": f"{__name__}.BrokenData",
         "init_args": {"csv_path": "my.csv"},

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from medllama_fusion.data.dataset import model_inputs
 from medllama_fusion.demo.generator import _FINDINGS, _NEGATIVE_ONLY_SENTENCES, draw_frontal
 from medllama_fusion.models import BackboneConfig, ParallelFusion, VisionConfig
 from medllama_fusion.tuners.lora import LoraSettings
@@ -103,7 +104,7 @@ def tiny_model(vocab_size: int) -> ParallelFusion:
 
 def train(pipe, samples: list[Planted], steps: int, seed: int = 0, lr: float = 3e-3) -> None:
     torch.manual_seed(seed)
-    batch = pipe.make_batch([s.image for s in samples], [s.report for s in samples])
+    batch = model_inputs(pipe.make_batch([s.image for s in samples], [s.report for s in samples]))
     labels = torch.tensor([[float(s.label)] for s in samples])
     model = pipe.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -112,7 +113,7 @@ def train(pipe, samples: list[Planted], steps: int, seed: int = 0, lr: float = 3
     model.train()
     for _ in range(steps):
         idx = torch.randperm(len(samples), generator=gen)[:32]
-        sub = {k: v[idx] for k, v in batch.items()}
+        sub = {k: v[idx] for k, v in batch.items() if v is not None}
         logits = model(**sub).logits
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[idx])
         opt.zero_grad()

@@ -28,7 +28,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with pytest.MonkeyPatch.context() as patch:  # LightningCLI warns about pytest's own argv
         patch.setattr("sys.argv", ["medllama-fusion"])
         _fit(root, out)
-    (ckpt,) = sorted(out.rglob("*.ckpt"))
+    (ckpt,) = sorted(out.rglob("last.ckpt"))
     return {"root": root, "ckpt": ckpt, "base": base}
 
 
@@ -214,8 +214,7 @@ def test_export_and_explain_subcommands(
             "--first",
             "2",
             "--labels",
-            "Cardiomegaly",
-            "Pleural-Effusion",
+            "[Cardiomegaly, Pleural-Effusion]",
             "--output_dir",
             str(explained),
             "--n_steps",

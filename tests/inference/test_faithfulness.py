@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medllama_fusion.data.preprocessing import Preprocessing
 from medllama_fusion.demo import build_demo_tokenizer
 from medllama_fusion.inference.explain import integrated_gradients
 from medllama_fusion.inference.pipeline import FusionPipeline
@@ -34,11 +35,11 @@ def trained() -> tuple[FusionPipeline, list[Planted], dict[str, torch.Tensor], o
     torch.manual_seed(0)
     train_set, test_set = make_samples(384, seed=0), make_samples(96, seed=1)
     tokenizer = build_demo_tokenizer([s.report for s in train_set + test_set])
-    pipe = FusionPipeline(
-        tiny_model(len(tokenizer)), tokenizer, [FINDING], max_length=64, image_size=SIZE
-    )
+    record = Preprocessing(max_length=64, image_size=SIZE).complete(label_names=[FINDING])
+    pipe = FusionPipeline(tiny_model(len(tokenizer)), record.with_tokenizer(tokenizer))
     train(pipe, train_set, steps=250, lr=5e-3)
-    batch = pipe.make_batch([s.image for s in test_set], [s.report for s in test_set])
+    made = pipe.make_batch([s.image for s in test_set], [s.report for s in test_set])
+    batch = {k: v for k, v in made.items() if isinstance(v, torch.Tensor)}
     attributions = integrated_gradients(
         pipe.model,
         0,

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from medllama_fusion.data.preprocessing import Preprocessing
 from medllama_fusion.demo import build_demo_tokenizer
 from medllama_fusion.errors import InputError
 from medllama_fusion.inference.pipeline import FusionPipeline
@@ -44,7 +45,8 @@ def pipe() -> FusionPipeline:
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.1)
-    return FusionPipeline(model.train(), tokenizer, LABELS, max_length=16, image_size=16)
+    record = Preprocessing(max_length=16, image_size=16).complete(label_names=LABELS)
+    return FusionPipeline(model.train(), record.with_tokenizer(tokenizer))
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def test_clear_errors(pipe: FusionPipeline, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a readable checkpoint"):
         FusionPipeline.from_checkpoint(tmp_path / "broken.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "run.ckpt")
-    with pytest.raises(InputError, match=r"no config\.yaml"):
+    with pytest.raises(InputError, match=r"run\.ckpt carries no preprocessing record"):
         FusionPipeline.from_checkpoint(tmp_path / "run.ckpt")
     with pytest.raises(InputError, match="thresholds"):
         pipe.decide({"Edema": 0.3})
@@ -127,4 +129,4 @@ def test_image_preprocessing_equals_the_data_modules(pipe: FusionPipeline, tmp_p
         modalities=["image"],
         image_size=(16, 16),
     )
-    assert torch.equal(pipe.preprocess_image(path), dataset[0]["pixel_values"])
+    assert torch.equal(pipe.preprocessing.image(path), dataset[0]["pixel_values"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medllama_fusion.datamodules import CSVDataModule, OpenIDataModule
+from tests.datamodules.build import csv_datamodule, openi_datamodule
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +31,13 @@ def _strip_labels(path: Path, keep: tuple[str, ...]) -> int:
 
 def test_monai_test_split_without_labels(root: Path) -> None:
     n_test = _strip_labels(root / "test.csv", ("id", "report"))
-    data = OpenIDataModule(
-        root=str(root), layout="csv", max_length=32, image_size=16, verify_images=False
-    )
+    data = openi_datamodule(root, layout="csv", max_length=32, image_size=16, verify_images=False)
     data.setup("predict")
     assert len(data.samples["test"]) == n_test
     assert all(sample.labels is None for sample in data.samples["test"])
     assert all(sample.labels is not None for sample in data.samples["train"])
     batch = next(iter(data.predict_dataloader()))
-    assert "labels" not in batch and len(batch["ids"]) == min(n_test, data.batch_size)
+    assert "labels" not in batch and len(batch["ids"]) == min(n_test, data.loader.batch_size)
 
 
 def test_generic_csv_without_labels_is_predicted_whole(root: Path, tmp_path: Path) -> None:
@@ -50,8 +48,8 @@ def test_generic_csv_without_labels_is_predicted_whole(root: Path, tmp_path: Pat
         writer = csv.writer(handle)
         writer.writerow(["image", "report"])
         writer.writerows([f"images/{row['id']}", row["report"]] for row in rows)
-    data = CSVDataModule(
-        csv_path=str(new),
+    data = csv_datamodule(
+        new,
         image_column="image",
         text_column="report",
         tokenizer=str(root / "tokenizer"),

@@ -12,11 +12,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from medllama_fusion.data.dataset import FusionCollator
-from medllama_fusion.datamodules import FusionDataModule, OpenIDataModule
+from medllama_fusion.data.preprocessing import Preprocessing
+from medllama_fusion.datamodules import FusionDataModule
 from medllama_fusion.errors import InputError
 from medllama_fusion.trainers import FusionClassifier
 from tests.datamodules.build import openi_datamodule
 
+from .conftest import cli_args
 from .helpers import tiny_fusion
 
 
@@ -41,7 +43,7 @@ class _Lengths(Callback):
 
 def _compiled_fit(
     root: Path, tmp_path: Path, length_buckets: Any
-) -> tuple[_Lengths, OpenIDataModule]:
+) -> tuple[_Lengths, FusionDataModule]:
     """Fit 8 constant-size batches of the demo data with an eager compile counter."""
     torch._dynamo.reset()
     data = openi_datamodule(
@@ -53,6 +55,7 @@ def _compiled_fit(
         verify_images=False,
         drop_last=True,  # one batch size: only the length changes the shapes
         length_buckets=length_buckets,
+        model_compiles=True,  # the command line links it from model.init_args.compile
     )
     model = FusionClassifier(
         tiny_fusion(num_labels=14),
@@ -136,15 +139,32 @@ def test_collator_rejects_bad_buckets(buckets: list[Any]) -> None:
 
 
 def test_data_module_buckets_only_when_the_model_compiles() -> None:
-    auto = FusionDataModule("tok", ["a"], max_length=256)
-    assert auto.padded_lengths() is None  # eager model: pad to the longest report
-    assert auto.use_length_buckets() == [32, 64, 128, 256]
-    assert FusionDataModule("tok", ["a"], max_length=48).use_length_buckets() == [32, 48]
-    assert FusionDataModule("tok", ["a"], max_length=20).use_length_buckets() == [20]
-    assert FusionDataModule("tok", ["a"], length_buckets=[100]).padded_lengths() == [100, 256]
-    assert FusionDataModule("tok", ["a"], length_buckets=None).use_length_buckets() is None
-    fixed = FusionDataModule("tok", ["a"], max_length=48, pad_to_max_length=True)
-    assert fixed.use_length_buckets() == [48]
+    def lengths(compiles: bool = False, **settings: Any) -> list[int] | None:
+        return Preprocessing(**settings).padded_lengths(model_compiles=compiles)
+
+    assert lengths(max_length=256) is None  # eager model: pad to the longest report
+    assert lengths(True, max_length=256) == [32, 64, 128, 256]
+    assert lengths(True, max_length=48) == [32, 48]
+    assert lengths(True, max_length=20) == [20]
+    assert lengths(length_buckets=[100]) == [100, 256]
+    assert lengths(True, length_buckets=None) is None
+    assert lengths(True, max_length=48, pad_to_max_length=True) == [48]
     for bad in ("always", [300], [64, 32]):
         with pytest.raises(InputError, match="length_buckets"):
-            FusionDataModule("tok", ["a"], length_buckets=bad)
+            Preprocessing(length_buckets=bad)
+
+
+@pytest.mark.parametrize("compiles", [False, True])
+def test_the_command_line_links_compile_to_the_data_module(
+    compiles: bool,
+    demo_root: Path,
+    tiny_conf: Path,
+    tmp_path: Path,
+) -> None:
+    from medllama_fusion.cli.main import cli_main
+
+    flag = "true" if compiles else "false"
+    args = cli_args("fit", tiny_conf, demo_root, tmp_path, "--model.init_args.compile", flag)
+    data = cli_main([*args, "--trainer.max_epochs", "0"]).datamodule
+    assert data.model_compiles is compiles
+    assert data.padded_lengths() == ([32, 48] if compiles else None)

@@ -70,10 +70,6 @@ def _resume_cmd(root: Path, out: Path, *extra: str) -> list[str]:
             CONF / "resume.yaml",
             root,
             out,
-            "--trainer.logger",
-            "lightning.pytorch.loggers.CSVLogger",
-            "--trainer.logger.save_dir",
-            str(out),
             *extra,
         ),
     ]
@@ -119,7 +115,8 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path, tmp_
         if proc.poll() is None:
             proc.kill()
     n_train = len((demo_root / "train.csv").read_text().splitlines()) - 1
-    last = killed / "checkpoints" / "last.ckpt"
+    run = killed / "resume" / "version_0"  # the run folder of this fit
+    last = run / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["global_step"] == 8
     [loader_state] = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
@@ -152,6 +149,8 @@ def test_resume_mid_epoch_after_kill_matches_uninterrupted(demo_root: Path, tmp_
     assert result.returncode == 0, result.stderr[-4000:]
     assert "not resumable" not in result.stderr
     assert resumed_progress.read_text().splitlines()[0] == "epoch 1 batch 3"  # really resumed
+    assert f"run folder {run.resolve()}" in result.stdout  # in its own folder
+    assert sorted(p.name for p in (killed / "resume").iterdir()) == ["version_0"]
 
     def rows(out: Path) -> list[dict[str, str]]:
         lines = sorted(out.rglob("metrics.csv"))[-1].read_text().splitlines()
@@ -202,8 +201,9 @@ def _quickstart_cmd(root: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _newest_last(out: Path) -> Path:
-    """The checkpoint ``--ckpt_path last`` picks: the newest ``last*.ckpt`` of the run folder."""
-    return max((out / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    """The checkpoint ``--ckpt_path last`` picks: the ``last.ckpt`` of the quickstart's run."""
+    (run,) = (out / "quickstart").glob("version_*")  # one run: the resume continues it
+    return run / "checkpoints" / "last.ckpt"
 
 
 @pytest.mark.slow
@@ -219,7 +219,7 @@ def test_quickstart_preset_resumes_with_ckpt_path_last(demo_root: Path, tmp_path
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert f"checkpoints in {(full / 'checkpoints').resolve()}" in result.stdout
+    assert f"run folder {(full / 'quickstart' / 'version_0').resolve()}" in result.stdout
 
     progress, resumed_progress = tmp_path / "progress.txt", tmp_path / "resumed.txt"
     log = tmp_path / "killed.log"

@@ -41,7 +41,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
-from medllama_fusion.cli.runs import latest_matching_run, run_checkpoint
+from medllama_fusion.cli.runs import latest_matching_run, run_checkpoint, run_name, runs_folder
 from medllama_fusion.cli.threads import NUM_THREADS_ENV, apply_thread_policy, parse_thread_setting
 from medllama_fusion.cli.trainer import FusionTrainer
 from medllama_fusion.configs import list_presets, preset_arguments
@@ -94,16 +94,6 @@ LINK_TARGETS: tuple[str, ...] = (
     "data.init_args.model_compiles",
 )
 """Settings the command line sets from others (see :meth:`FusionCLI.add_arguments_to_parser`)."""
-
-
-def _run_name(config: Mapping[str, Any]) -> str:
-    """``--run_name``, else the stem of the last ``--config`` file, else ``run``."""
-    if config.get("run_name"):
-        return str(config["run_name"])
-    files = [f for f in (config.get("config") or []) if f is not None]
-    if files:
-        return Path(str(files[-1])).stem
-    return "run"
 
 
 def _plain(namespace: Any) -> Any:
@@ -217,7 +207,7 @@ class FusionCLI(LightningCLI):
             config.ckpt_path = str(path)
             self._set_resume(subcommand, Path(run))
             return str(path)
-        root = Path(config.trainer.get("default_root_dir") or ".") / _run_name(config)
+        root = runs_folder(config)
         current = _plain(config)
         found = latest_matching_run(root, current, LINK_TARGETS)
         if found is None:
@@ -281,7 +271,7 @@ class FusionCLI(LightningCLI):
     def _run_logger(self, subcommand: str, config: Namespace) -> Logger:
         """Lightning's default logger, writing to this subcommand's run folder."""
         root = config.trainer.get("default_root_dir") or os.getcwd()
-        name = _run_name(config)
+        name = run_name(config)
         if subcommand != "fit":
             name = f"{name}/{subcommand}"
         version: int | None = self.resume_version if subcommand == "fit" else None

@@ -36,6 +36,8 @@ __all__ = [
     "find_runs",
     "latest_matching_run",
     "run_checkpoint",
+    "run_name",
+    "runs_folder",
 ]
 
 CONFIG_FILE = "config.yaml"
@@ -69,6 +71,34 @@ class Run:
     folder: Path
     version: int
     config: dict[str, Any]
+
+
+def run_name(config: Mapping[str, Any]) -> str:
+    """A command's run name: ``--run_name``, else the last ``--config`` file's stem, else ``run``.
+
+    Args:
+        config: The command's configuration (its subcommand section).
+
+    Returns:
+        The name.
+    """
+    if config.get("run_name"):
+        return str(config["run_name"])
+    files = [f for f in (config.get("config") or []) if f is not None]
+    return Path(str(files[-1])).stem if files else "run"
+
+
+def runs_folder(config: Mapping[str, Any]) -> Path:
+    """``<trainer.default_root_dir>/<run name>``: where a command's runs go.
+
+    Args:
+        config: The command's configuration (its subcommand section).
+
+    Returns:
+        The folder.
+    """
+    trainer = config.get("trainer") or {}
+    return Path(trainer.get("default_root_dir") or ".") / run_name(config)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

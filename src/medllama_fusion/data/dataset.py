@@ -298,16 +298,19 @@ MODEL_INPUTS: tuple[str, ...] = (
 
 
 def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of a fusion model's ``forward`` in ``batch`` (missing ones: None).
+    """The keyword arguments of a fusion model's ``forward`` in ``batch``.
 
     Args:
         batch: A batch from :class:`FusionCollator`.
 
     Returns:
-        ``input_ids``, ``attention_mask``, ``pixel_values``, ``text_present`` and
-        ``image_present``.
+        ``input_ids``, ``attention_mask`` and ``pixel_values`` (``None`` when the batch has no
+        such modality), and the presence masks ``text_present`` / ``image_present`` when the
+        batch has them.
     """
-    return {key: batch.get(key) for key in MODEL_INPUTS}
+    inputs = {key: batch.get(key) for key in MODEL_INPUTS[:3]}
+    inputs.update({key: batch[key] for key in MODEL_INPUTS[3:] if batch.get(key) is not None})
+    return inputs
 
 
 __all__ = ["MODEL_INPUTS", "FusionCollator", "FusionDataset", "ImageReadError", "model_inputs"]

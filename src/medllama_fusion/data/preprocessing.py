@@ -164,6 +164,25 @@ class Preprocessing:
         pad = self.pad_token_id if pad_token_id is None else int(pad_token_id)
         object.__setattr__(new, "label_names", names)
         object.__setattr__(new, "pad_token_id", pad)
+        if "loaded_tokenizer" in self.__dict__ and tokenizer is None:  # the same tokenizer
+            new.__dict__["loaded_tokenizer"] = self.__dict__["loaded_tokenizer"]
+        return new
+
+    def with_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> Preprocessing:
+        """Return a copy that uses an already loaded tokenizer (e.g. one built in memory).
+
+        Args:
+            tokenizer: The tokenizer (it needs a pad token).
+
+        Returns:
+            The record, with :attr:`pad_token_id` from the tokenizer and ``tokenizer`` set to its
+            ``name_or_path``.
+        """
+        new = self.complete(pad_token_id=tokenizer.pad_token_id)
+        object.__setattr__(
+            new, "tokenizer", str(getattr(tokenizer, "name_or_path", "") or "") or None
+        )
+        new.__dict__["loaded_tokenizer"] = tokenizer
         return new
 
     def to_dict(self) -> dict[str, Any]:

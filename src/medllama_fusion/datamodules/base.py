@@ -226,6 +226,10 @@ class FusionDataModule(pl.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ loaders
+    def padded_lengths(self) -> list[int] | None:
+        """The fixed lengths text batches are padded to, or ``None`` (each batch's longest)."""
+        return self.preprocessing.padded_lengths(self.model_compiles)
+
     def collator(self) -> FusionCollator:
         """The batch collator of every loader (:meth:`Preprocessing.collator`)."""
         return self.preprocessing.collator(self.model_compiles)

@@ -148,6 +148,10 @@ class StreamingDataModule(pl.LightningDataModule):
         """
 
     # ------------------------------------------------------------------ loaders
+    def padded_lengths(self) -> list[int] | None:
+        """The fixed lengths text batches are padded to, or ``None`` (each batch's longest)."""
+        return self.preprocessing.padded_lengths(self.model_compiles)
+
     def collator(self) -> FusionCollator:
         """The batch collator (:meth:`Preprocessing.collator` of the stream's record)."""
         return self.preprocessing.collator(self.model_compiles)

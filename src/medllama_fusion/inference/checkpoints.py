@@ -69,6 +69,11 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the .ckpt file of a run.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"{path} is empty, not a readable checkpoint (an interrupted download or copy?); "
+            "copy the file again."
+        )
     kind = _kind_of_file(path)
     if kind == "other":
         raise CheckpointError(

@@ -236,7 +236,7 @@ class FusionPipeline(ModelHubMixin):
         """Logits ``[B, C]`` (float32) of a batch from :meth:`make_batch` (eval mode)."""
         self.model.eval()
         inputs = model_inputs(batch)
-        if inputs["pixel_values"] is not None:
+        if inputs.get("pixel_values") is not None:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.backbone.dtype)
         return self.model(**inputs).logits.float()
 

@@ -159,7 +159,7 @@ def describe_mismatch(model: Mapping[str, Tensor], checkpoint: Mapping[str, Tens
     for title, items in (
         ("shape differs", shapes),
         ("missing from the checkpoint", missing),
-        ("not in the model", unexpected),
+        ("unexpected (not in the model)", unexpected),
     ):
         if items:
             more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
