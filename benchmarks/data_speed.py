@@ -8,7 +8,7 @@ of:
 * **limit** - bare decode + resize to 224 x 224 of the same files with the fastest of
   Pillow and ``torchvision.io`` (chosen on the first files of the run), in ``w`` processes
   (a :class:`multiprocessing.Pool`; ``w = 0`` is the main process);
-* **train loader** - :class:`~medllama_fusion.datamodules.OpenIDataModule`'s training loader
+* **train loader** - :class:`~medllama_fusion.datamodules.FusionDataModule`'s training loader
   with ``num_workers = w`` (augmentation on, tokens, labels, collation: everything a step gets);
 * **eval loader** - the validation loader's path (no augmentation) over the same files;
 * **previous path** - how images were read before (full-size ``float32`` decode, then resize,
@@ -49,12 +49,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medllama_fusion.data.curation import CurationSettings
 from medllama_fusion.data.images import (
     build_image_transform,
     is_dicom,
     load_image,
 )
-from medllama_fusion.datamodules import OpenIDataModule
+from medllama_fusion.data.loaders import LoaderSettings
+from medllama_fusion.data.preprocessing import Preprocessing
+from medllama_fusion.datamodules import FusionDataModule
+from medllama_fusion.datasets import OpenIDataset
 from medllama_fusion.datasets.labels import OPENI_LABELS
 
 TARGET = 224
@@ -187,27 +191,24 @@ def loader_rate(batches: Iterable[dict[str, Any]]) -> float:
     return steady_rate(len(batch["ids"]) for batch in batches)
 
 
-def datamodule(root: Path, workers: int, **options: Any) -> OpenIDataModule:
+def datamodule(root: Path, workers: int, **options: Any) -> FusionDataModule:
     """The MONAI-layout data module of ``root`` (paper batch size, 224 x 224)."""
-    dm = OpenIDataModule(
-        str(root),
-        image_size=TARGET,
-        batch_size=20,
-        max_length=64,
-        num_workers=workers,
-        persistent_workers=False,
-        verify_images=False,
+    dm = FusionDataModule(
+        OpenIDataset(root),
+        preprocessing=Preprocessing(image_size=TARGET, max_length=64),
+        loader=LoaderSettings(batch_size=20, num_workers=workers, persistent_workers=False),
+        curation=CurationSettings(verify_images=False),
         **options,
     )
     dm.setup("fit")
     return dm
 
 
-def eval_batches(dm: OpenIDataModule) -> Iterable[dict[str, Any]]:
+def eval_batches(dm: FusionDataModule) -> Iterable[dict[str, Any]]:
     """The training split read the way validation reads (no augmentation, no shuffle)."""
     dataset = dm.datasets["train"]
-    dataset.transform = build_image_transform(TARGET, train=False)
-    return torch.utils.data.DataLoader(dataset, **dm.loader_options())
+    dataset.transform = dm.preprocessing.image_transform(train=False)
+    return torch.utils.data.DataLoader(dataset, **dm.loader.options(dm.collator()))
 
 
 def streaming_rates(root: Path, workers: int, scratch: Path) -> dict[str, float] | None:
@@ -228,7 +229,9 @@ def streaming_rates(root: Path, workers: int, scratch: Path) -> dict[str, float]
     )
     written = len(dm.datasets["train"]) / (time.perf_counter() - start)
     stream = StreamingDataModule(
-        str(output), batch_size=20, num_workers=workers, chunk_cache_dir=str(scratch / "chunks")
+        str(output),
+        loader=LoaderSettings(batch_size=20, num_workers=workers),
+        chunk_cache_dir=str(scratch / "chunks"),
     )
     stream.setup("fit")
     read = max(loader_rate(stream.train_dataloader()) for _ in range(2))

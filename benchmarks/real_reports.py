@@ -138,28 +138,30 @@ def make_root(folder: Path, limit: int | None) -> Path:
 
 
 def build_datamodule(args: argparse.Namespace, mask: str, root: Path) -> Any:
-    """Text-only :class:`~medllama_fusion.datamodules.OpenIDataModule` over the real reports.
+    """Text-only :class:`~medllama_fusion.datamodules.FusionDataModule` over the real reports.
 
-    One stratified split grouped by report (``split_sizes`` = ``--split``, ``split_seed`` =
+    One stratified split grouped by report (``split.sizes`` = ``--split``, ``split.seed`` =
     ``--seed``); reports without FINDINGS and IMPRESSION are left out.
     """
-    from medllama_fusion.datamodules import OpenIDataModule
+    from medllama_fusion.data.curation import CurationSettings
+    from medllama_fusion.data.loaders import LoaderSettings
+    from medllama_fusion.data.preprocessing import Preprocessing
+    from medllama_fusion.data.splits import SplitSettings
+    from medllama_fusion.datamodules import FusionDataModule
+    from medllama_fusion.datasets import OpenIDataset
 
-    dm = OpenIDataModule(
-        str(root),
-        layout="raw",
-        tokenizer=args.gguf,
-        views=[],
-        modalities=["text"],
-        missing_modality="drop",
-        stratify=True,
-        split_sizes=list(args.split),
-        split_seed=args.seed,
-        shuffle_seed=args.seed,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        mask_label_words=mask != "none",
-        mask_mode="words" if mask == "none" else mask,
+    dm = FusionDataModule(
+        OpenIDataset(root, layout="raw", views=[]),
+        preprocessing=Preprocessing(
+            tokenizer=args.gguf,
+            modalities=("text",),
+            max_length=args.max_length,
+            mask_label_words=mask != "none",
+            mask_mode="words" if mask == "none" else mask,
+        ),
+        loader=LoaderSettings(batch_size=args.batch_size, shuffle_seed=args.seed),
+        curation=CurationSettings(missing_modality="drop"),
+        split=SplitSettings(sizes=tuple(args.split), seed=args.seed, stratify=True),
     )
     dm.setup()
     return dm
@@ -177,7 +179,7 @@ def corpus_of(dm: Any) -> tuple[Corpus, list[np.ndarray]]:
         splits.append(np.arange(len(ids), len(ids) + len(samples)))
         ids += [s.id for s in samples]
         groups += [s.group_key for s in samples]
-        texts += dm.prepare_texts(samples)
+        texts += dm.preprocessing.texts([sample.text for sample in samples])
         labels += [s.labels for s in samples]
     return Corpus(ids, groups, texts, np.asarray(labels, dtype=np.int64)), splits
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -30,6 +30,7 @@ from medllama_fusion.errors import InputError
 __all__ = [
     "COMPARED_KEYS",
     "CONFIG_FILE",
+    "Config",
     "Run",
     "RunNotFoundError",
     "config_differences",
@@ -54,6 +55,13 @@ COMPARED_KEYS: tuple[str, ...] = (
 _VERSION = re.compile(r"^version_(\d+)$")
 
 
+class Config(Protocol):
+    """A command's configuration: a mapping or a jsonargparse ``Namespace``."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, else ``default``."""
+
+
 class RunNotFoundError(InputError):
     """``--ckpt_path last`` found no run of this configuration."""
 
@@ -73,7 +81,7 @@ class Run:
     config: dict[str, Any]
 
 
-def run_name(config: Mapping[str, Any]) -> str:
+def run_name(config: Config) -> str:
     """A command's run name: ``--run_name``, else the last ``--config`` file's stem, else ``run``.
 
     Args:
@@ -83,12 +91,12 @@ def run_name(config: Mapping[str, Any]) -> str:
         The name.
     """
     if config.get("run_name"):
-        return str(config["run_name"])
+        return str(config.get("run_name"))
     files = [f for f in (config.get("config") or []) if f is not None]
     return Path(str(files[-1])).stem if files else "run"
 
 
-def runs_folder(config: Mapping[str, Any]) -> Path:
+def runs_folder(config: Config) -> Path:
     """``<trainer.default_root_dir>/<run name>``: where a command's runs go.
 
     Args:
