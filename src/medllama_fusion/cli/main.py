@@ -22,6 +22,7 @@ entry point :func:`main` prints an :class:`~medllama_fusion.errors.InputError` (
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pydoc
 import re
@@ -33,8 +34,6 @@ from typing import Any, Literal
 
 import yaml
 from jsonargparse import Namespace
-from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -172,27 +171,28 @@ class FusionCLI(LightningCLI):
         raw = load_checkpoint(ckpt, weights_only=weights_only)
         if subcommand != "fit":
             _apply_record(config, raw, ckpt)
-        if not weights_only:
-            self._trusted = (ckpt, raw)
-            config.ckpt_path = None  # LightningCLI would read it again with weights_only=True
+        hparams = raw.get("hyper_parameters") or {}
+        if not weights_only or "_class_path" not in hparams:
+            # LightningCLI reads a checkpoint's hyperparameters itself, with weights_only=True
+            # and only in the form its own runs write; here they are applied (or, for a model
+            # trained in Python, left to the configuration) in before_instantiate_classes.
+            self._deferred = (ckpt, hparams)
+            config.ckpt_path = None
 
     def before_instantiate_classes(self) -> None:
-        """Give a trusted checkpoint (``--weights_only false``) back its path and hparams."""
-        trusted = getattr(self, "_trusted", None)
-        if trusted is None:
+        """Give a deferred checkpoint (see :meth:`parse_arguments`) its path and hparams back."""
+        deferred = getattr(self, "_deferred", None)
+        if deferred is None:
             return
-        path, raw = trusted
-        config = self.config[str(self.subcommand)]
-        hparams = dict(raw.get("hyper_parameters") or {})
+        path, stored = deferred
+        hparams = dict(stored)
         hparams.pop("_instantiator", None)
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        if hparams:
             self.config = self.parser.parse_object(
                 {str(self.subcommand): {"model": hparams}}, self.config
             )
-            config = self.config[str(self.subcommand)]
-        config.ckpt_path = path
+        self.config[str(self.subcommand)].ckpt_path = path
 
     def _resolve_last(self, subcommand: str, config: Namespace) -> str | None:
         """Turn ``--ckpt_path last`` / ``--run`` into a file (see :mod:`.runs`)."""
@@ -281,9 +281,8 @@ class FusionCLI(LightningCLI):
         if version is None:
             version = _next_version(Path(root) / name)
             os.environ[RUN_VERSION_ENV] = str(version)
-        logger_class = (
-            TensorBoardLogger if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE else CSVLogger
-        )
+        tensorboard = any(importlib.util.find_spec(n) for n in ("tensorboard", "tensorboardX"))
+        logger_class = TensorBoardLogger if tensorboard else CSVLogger  # Lightning's own choice
         return logger_class(save_dir=root, name=name, version=version)
 
     # ------------------------------------------------------------------ output
@@ -390,7 +389,7 @@ def _get(config: Namespace, dotted: str) -> Any:
 
 def _shown(path: str) -> str:
     """Return a local path made absolute (remote URLs unchanged), for messages."""
-    return str(Path(path).resolve()) if _is_local_file_protocol(path) else path
+    return path if "://" in path else str(Path(path).resolve())
 
 
 def resolve_preset_configs(argv: list[str]) -> list[str]:

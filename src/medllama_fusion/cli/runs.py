@@ -17,6 +17,7 @@ choose. ``fit --ckpt_path last`` resumes that run in its own folder.
 
 from __future__ import annotations
 
+import pydoc
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -109,6 +110,14 @@ def runs_folder(config: Config) -> Path:
     return Path(trainer.get("default_root_dir") or ".") / run_name(config)
 
 
+def _canonical_class(path: Any) -> Any:
+    """A ``class_path`` as its defining module's path (short names and re-exports agree)."""
+    if not isinstance(path, str):
+        return path
+    found = pydoc.locate(path)
+    return f"{found.__module__}.{found.__qualname__}" if isinstance(found, type) else path
+
+
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists and scalars are leaves)."""
     if isinstance(value, Mapping):
@@ -116,6 +125,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         for key, item in value.items():
             flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
         return flat
+    if prefix.endswith("class_path"):
+        return {prefix: _canonical_class(value)}
     return {prefix: value}
 
 

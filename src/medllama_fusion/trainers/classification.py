@@ -380,6 +380,7 @@ class FusionClassifier(LightningModule):
         optimizer = self.trainer.optimizers[0]
         for group, base, factor in zip(optimizer.param_groups, base_lrs, factors, strict=False):
             group["lr"] = base * factor
+        # what get_last_lr() reports; torch sets it only inside step()
         scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
         rank_zero_warn(
             f"resuming at optimizer step {step} with a different run length: the checkpoint's "
@@ -411,6 +412,8 @@ class FusionClassifier(LightningModule):
     def _is_logging_step(self) -> bool:
         """Whether the trainer logs this training batch (Lightning's own rule)."""
         trainer = self.trainer
+        # Lightning keeps its logging-step rule (which counts stepped batches) private; asking it
+        # keeps the one host sync on exactly the steps Lightning logs. The fallback is its rule.
         connector = getattr(trainer, "_logger_connector", None)
         should = getattr(connector, "should_update_logs", None)
         if not isinstance(should, bool):  # pragma: no cover - another Lightning version

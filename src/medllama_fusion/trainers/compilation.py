@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-import torch._dynamo
+import torch._dynamo  # torch documents its Dynamo settings under torch._dynamo.config
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 

@@ -1,0 +1,155 @@
+"""All seven subcommands parse the same way: --config, --ckpt_path last, --print_config, --help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medllama_fusion.cli.main import DEBUG_ENV, SUBCOMMANDS, cli_main, main
+from medllama_fusion.demo import make_demo_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT / "src"))
+    env.pop(DEBUG_ENV, None)
+    return env
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_every_subcommand_answers_help_and_print_config(
+    subcommand: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli_main([subcommand, "--help"])
+    assert stopped.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--config", "--print_config", "--ckpt_path", "--run_name", "--data ", "--model "):
+        assert flag in text, (subcommand, flag)
+    with pytest.raises(SystemExit) as stopped:
+        cli_main([subcommand, "--config", "quickstart", "--print_config"])
+    assert stopped.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["init_args"]["source"]["class_path"].endswith("DemoDataset")
+    assert printed["run_name"] == "quickstart"
+
+
+def test_a_mistyped_subcommand_lists_all_seven() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "medllama_fusion", "explian", "--config", "quickstart"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "{fit,validate,test,predict,explain,export,optimize}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("subcommands")
+    make_demo_dataset(folder / "demo_data", n_reports=30, image_size=32, seed=7)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        main(
+            [
+                "fit",
+                "--config",
+                "quickstart",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.limit_train_batches",
+                "2",
+                "--trainer.limit_val_batches",
+                "1",
+            ]
+        )
+    return folder
+
+
+def test_explain_and_export_take_the_quickstart_and_ckpt_path_last(
+    fitted: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(fitted)
+    last = Path("outputs/quickstart/version_0/checkpoints/last.ckpt")
+    common = ["--config", "quickstart", "--ckpt_path", "last"]
+    main(["explain", *common, "--first", "2", "--n_steps", "4", "--output_dir", "why"])
+    assert f"--ckpt_path last is {last}" in capsys.readouterr().out
+    assert len(list((fitted / "why").glob("*.html"))) == 2
+    main(["export", *common, "--output_dir", "model"])
+    assert (fitted / "model" / "model.safetensors").is_file()
+    mode = (fitted / "model" / "model.safetensors").stat().st_mode & 0o777
+    assert mode == (fitted / "model" / "config.json").stat().st_mode & 0o777  # like other files
+    # without --config: the configuration stored in the checkpoint
+    main(
+        [
+            "explain",
+            "--ckpt_path",
+            str(last),
+            "--first",
+            "1",
+            "--n_steps",
+            "4",
+            "--output_dir",
+            "w2",
+        ]
+    )
+    assert len(list((fitted / "w2").glob("*.html"))) == 1
+
+
+def test_optimize_takes_a_preset_name(
+    fitted: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("litdata")
+    monkeypatch.chdir(fitted)
+    main(
+        [
+            "optimize",
+            "--config",
+            "quickstart",
+            "--output_dir",
+            "stream",
+            "--num_workers",
+            "1",
+            "--start_method",
+            "fork",
+        ]
+    )
+    assert f"stream written to {(fitted / 'stream').resolve()}" in capsys.readouterr().out
+    assert (fitted / "stream" / "medllama_fusion.json").is_file()
+
+
+@pytest.mark.parametrize(("written", "found"), [("raw", "the raw NLM release"), ("csv", None)])
+def test_pointing_the_quickstart_at_real_data_says_what_to_set(
+    written: str,
+    found: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The quickstart reads `layout: csv`; a folder holding only the raw release says so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    data = make_demo_dataset(
+        tmp_path / "openi", n_reports=12, image_size=32, seed=8, layout=written
+    )
+    args = ["fit", "--config", "quickstart", "--data.init_args.source.init_args.root", str(data)]
+    if found is None:  # the layout it reads: the preset runs on it
+        cli_main([*args, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"])
+        return
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("medllama-fusion: error:") == 1
+    assert f"{data} holds {found}" in err
+    assert "--data.init_args.source.init_args.layout raw" in err
+    assert "--data.init_args.source OpenIDataset" in err
