@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from medllama_fusion.data.curation import apply_bad_input_policy, check_bad_input_policy
+from medllama_fusion.data.curation import CurationSettings, apply_bad_input_policy
 from medllama_fusion.datasets.problems import DataProblem, DataProblemError, format_problems
 
 PROBLEMS = [
@@ -44,7 +44,9 @@ def test_fatal_kinds_raise_even_when_skipping() -> None:
 def test_no_problems_and_policy_check() -> None:
     assert apply_bad_input_policy([], "error") == set()
     with pytest.raises(ValueError, match="bad_input"):
-        check_bad_input_policy("ignore")
+        apply_bad_input_policy([], "ignore")
+    with pytest.raises(ValueError, match=r"split_leak must be one of \('error', 'warn'\)"):
+        CurationSettings(split_leak="ignore")  # type: ignore[arg-type]
 
 
 def test_format_truncates_per_kind() -> None:

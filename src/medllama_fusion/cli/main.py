@@ -40,7 +40,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
-from medllama_fusion.cli.runs import latest_matching_run, run_checkpoint, run_name, runs_folder
+from medllama_fusion.cli.runs import (
+    latest_matching_run,
+    lookup,
+    run_checkpoint,
+    run_name,
+    runs_folder,
+)
 from medllama_fusion.cli.threads import NUM_THREADS_ENV, apply_thread_policy, parse_thread_setting
 from medllama_fusion.cli.trainer import FusionTrainer
 from medllama_fusion.configs import list_presets, preset_arguments
@@ -343,8 +349,8 @@ def _next_version(folder: Path) -> int:
 
 def _tokenizer_from_backbone(config: Namespace) -> None:
     """Fill ``preprocessing.tokenizer`` from the backbone's ``pretrained`` when it is unset."""
-    preprocessing = _get(config, "data.init_args.preprocessing")
-    backbone = _get(config, "model.init_args.fusion.init_args.backbone")
+    preprocessing = lookup(config, "data.init_args.preprocessing")
+    backbone = lookup(config, "model.init_args.fusion.init_args.backbone")
     if not isinstance(preprocessing, Namespace) or preprocessing.get("tokenizer"):
         return
     pretrained = backbone.get("pretrained") if isinstance(backbone, Namespace) else None
@@ -356,7 +362,7 @@ def _tokenizer_from_backbone(config: Namespace) -> None:
 
 def _apply_record(config: Namespace, checkpoint: Mapping[str, Any], path: str) -> None:
     """Use the checkpoint's preprocessing record instead of the configuration's, with a notice."""
-    preprocessing = _get(config, "data.init_args.preprocessing")
+    preprocessing = lookup(config, "data.init_args.preprocessing")
     stored = checkpoint.get(PREPROCESSING_KEY)
     if not isinstance(preprocessing, Namespace) or not isinstance(stored, Mapping):
         return
@@ -376,15 +382,6 @@ def _apply_record(config: Namespace, checkpoint: Mapping[str, Any], path: str) -
             + ", ".join(changed),
             flush=True,
         )
-
-
-def _get(config: Namespace, dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        if not isinstance(value, Namespace) or part not in value:
-            return None
-        value = value[part]
-    return value
 
 
 def _shown(path: str) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "config_differences",
     "find_runs",
     "latest_matching_run",
+    "lookup",
     "run_checkpoint",
     "run_name",
     "runs_folder",
@@ -130,10 +131,19 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _section(config: Mapping[str, Any], dotted: str) -> Any:
+def lookup(config: Any, dotted: str) -> Any:
+    """The value at ``dotted`` (``"data.init_args.source"``) of a mapping or Namespace, or None.
+
+    Args:
+        config: A configuration (nested mappings or jsonargparse ``Namespace`` s).
+        dotted: The key path.
+
+    Returns:
+        The value, or ``None`` when a part is missing.
+    """
     value: Any = config
     for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
+        if not hasattr(value, "__getitem__") or isinstance(value, str) or part not in value:
             return None
         value = value[part]
     return value
@@ -154,8 +164,8 @@ def config_differences(
     """
     lines: list[str] = []
     for key in COMPARED_KEYS:
-        old = _flatten(_section(stored, key), key)
-        new = _flatten(_section(current, key), key)
+        old = _flatten(lookup(stored, key), key)
+        new = _flatten(lookup(current, key), key)
         for name in sorted(set(old) | set(new)):
             if name in ignore:
                 continue

@@ -106,9 +106,12 @@ class CurationSettings:
     min_split_positives: int = 5
 
     def __post_init__(self) -> None:
-        check_bad_input_policy(self.bad_input)
-        check_missing_modality_policy(self.missing_modality)
-        _check_choice("split_leak", self.split_leak, get_args(SplitLeak))
+        for name, choices in (
+            ("bad_input", BadInput),
+            ("missing_modality", MissingModality),
+            ("split_leak", SplitLeak),
+        ):
+            check_choice(name, getattr(self, name), get_args(choices))
 
 
 @dataclass
@@ -393,26 +396,23 @@ def check_splits(
         rank_zero_warn(message)
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise an error naming ``name``."""
-    if value not in choices:
-        raise InputError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
-    return value
-
-
-def check_missing_modality_policy(missing_modality: str) -> str:
-    """Validate a ``missing_modality`` policy string.
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise an error naming ``name``.
 
     Args:
-        missing_modality: ``"keep"`` or ``"drop"``.
+        name: The setting, named in the error.
+        value: Its value.
+        choices: The allowed values.
 
     Returns:
-        The policy.
+        ``value``.
 
     Raises:
         InputError: For any other value.
     """
-    return _check_choice("missing_modality", missing_modality, MISSING_MODALITY_POLICIES)
+    if value not in choices:
+        raise InputError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
+    return value
 
 
 def format_data_summary(
@@ -449,21 +449,6 @@ def format_data_summary(
     return "\n".join(lines)
 
 
-def check_bad_input_policy(bad_input: str) -> str:
-    """Validate a ``bad_input`` policy string.
-
-    Args:
-        bad_input: ``"error"`` or ``"skip"``.
-
-    Returns:
-        The policy.
-
-    Raises:
-        InputError: For any other value.
-    """
-    return _check_choice("bad_input", bad_input, BAD_INPUT_POLICIES)
-
-
 def apply_bad_input_policy(
     problems: Sequence[DataProblem],
     bad_input: str,
@@ -486,7 +471,7 @@ def apply_bad_input_policy(
         DataProblemError: Under ``"error"`` when there is any problem, or under ``"skip"`` when a
             problem of a ``fatal_kinds`` kind exists.
     """
-    check_bad_input_policy(bad_input)
+    check_choice("bad_input", bad_input, BAD_INPUT_POLICIES)
     if not problems:
         return set()
     fatal = set(fatal_kinds)
@@ -516,10 +501,9 @@ __all__ = [
     "MissingModality",
     "SplitLeak",
     "apply_bad_input_policy",
-    "check_bad_input_policy",
+    "check_choice",
     "check_images",
     "check_leaks",
-    "check_missing_modality_policy",
     "check_splits",
     "curate",
     "format_data_summary",

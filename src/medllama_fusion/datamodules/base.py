@@ -48,7 +48,7 @@ from medllama_fusion.datasets.base import FusionSample, SampleDataset
 from medllama_fusion.datasets.problems import DataProblem
 from medllama_fusion.errors import InputError
 
-__all__ = ["FusionDataModule", "train_label_tensor"]
+__all__ = ["BatchDataModule", "FusionDataModule", "train_label_tensor"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,58 @@ def train_label_tensor(
     return torch.tensor(rows, dtype=torch.float32)
 
 
-class FusionDataModule(pl.LightningDataModule):
+class BatchDataModule(pl.LightningDataModule):
+    """What the library's data modules share: the record, the loaders' settings, resume state.
+
+    Subclasses set :attr:`preprocessing` (a complete record), :attr:`loader` and
+    :attr:`model_compiles` and build their loaders with :meth:`collator`.
+    """
+
+    preprocessing: Preprocessing
+    loader: LoaderSettings
+    model_compiles: bool
+
+    def __init__(self, state_key: str) -> None:
+        super().__init__()
+        self._train_state = TrainLoaderState(state_key)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Label names in output order."""
+        return list(self.preprocessing.label_names)
+
+    @property
+    def num_labels(self) -> int:
+        """Number of labels."""
+        return len(self.preprocessing.label_names)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """What batches carry (``preprocessing.modalities``)."""
+        return self.preprocessing.modalities
+
+    def padded_lengths(self) -> list[int] | None:
+        """The fixed lengths text batches are padded to, or ``None`` (each batch's longest)."""
+        return self.preprocessing.padded_lengths(self.model_compiles)
+
+    def collator(self) -> FusionCollator:
+        """The batch collator of every loader (:meth:`Preprocessing.collator`)."""
+        return self.preprocessing.collator(self.model_compiles)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint state: the training loader's position (``{}`` before it exists)."""
+        return self._train_state.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training loader's position (now, or when the loader is built).
+
+        Args:
+            state_dict: A dict from :meth:`state_dict`.
+        """
+        self._train_state.load_state_dict(state_dict)
+
+
+class FusionDataModule(BatchDataModule):
     """Image + report + labels batches from a source dataset (see the module docstring).
 
     Args:
@@ -113,7 +164,7 @@ class FusionDataModule(pl.LightningDataModule):
         image_cache_dir: str | None = None,
         model_compiles: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__("train_loader")
         if not source.label_names:
             raise InputError(f"{source.describe()} names no label; give it label_names.")
         self.source = source
@@ -133,24 +184,8 @@ class FusionDataModule(pl.LightningDataModule):
         self.problems: list[DataProblem] = []
         self.samples: dict[str, list[FusionSample]] = {}
         self.datasets: dict[str, FusionDataset] = {}
-        self._train_state = TrainLoaderState("train_loader")
 
     # ------------------------------------------------------------------ what the data is
-    @property
-    def label_names(self) -> list[str]:
-        """Label names in output order (the source's)."""
-        return list(self.preprocessing.label_names)
-
-    @property
-    def num_labels(self) -> int:
-        """Number of labels."""
-        return len(self.preprocessing.label_names)
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """What batches carry (``preprocessing.modalities``)."""
-        return self.preprocessing.modalities
-
     @property
     def train_labels(self) -> torch.Tensor:
         """Labels of the training split, FloatTensor ``[N, num_labels]`` (runs :meth:`setup`).
@@ -226,14 +261,6 @@ class FusionDataModule(pl.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ loaders
-    def padded_lengths(self) -> list[int] | None:
-        """The fixed lengths text batches are padded to, or ``None`` (each batch's longest)."""
-        return self.preprocessing.padded_lengths(self.model_compiles)
-
-    def collator(self) -> FusionCollator:
-        """The batch collator of every loader (:meth:`Preprocessing.collator`)."""
-        return self.preprocessing.collator(self.model_compiles)
-
     def _loader(self, name: str) -> DataLoader[Any]:
         """Build the evaluation DataLoader of split ``name``."""
         if name not in self.datasets:
@@ -277,16 +304,3 @@ class FusionDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader[Any]:
         """Prediction batches (the test split)."""
         return self._loader("test")
-
-    # ------------------------------------------------------------------ resume state
-    def state_dict(self) -> dict[str, Any]:
-        """Checkpoint state: the training loader's position (``{}`` before it exists)."""
-        return self._train_state.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the training loader's position (now, or when the loader is built).
-
-        Args:
-            state_dict: A dict from :meth:`state_dict`.
-        """
-        self._train_state.load_state_dict(state_dict)

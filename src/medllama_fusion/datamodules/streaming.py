@@ -23,15 +23,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from medllama_fusion.data.dataset import FusionCollator
-from medllama_fusion.data.loaders import LoaderSettings, TrainLoaderState
+from medllama_fusion.data.loaders import LoaderSettings
 from medllama_fusion.data.preprocessing import PREPROCESSING_KEY, Augmentation, Preprocessing
-from medllama_fusion.datamodules.base import train_label_tensor
+from medllama_fusion.datamodules.base import BatchDataModule, train_label_tensor
 from medllama_fusion.datasets.base import Modality, check_modalities
 from medllama_fusion.errors import InputError
 
@@ -50,7 +48,7 @@ class _Empty(Dataset[Any]):
         raise IndexError(index)
 
 
-class StreamingDataModule(pl.LightningDataModule):
+class StreamingDataModule(BatchDataModule):
     """Data module over a stream written by ``medllama-fusion optimize``; see the module docstring.
 
     Args:
@@ -79,7 +77,7 @@ class StreamingDataModule(pl.LightningDataModule):
         chunk_cache_dir: str | None = None,
         model_compiles: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(_STATE_KEY)
         from medllama_fusion.data.streaming import read_stream_metadata, require_litdata
 
         require_litdata()
@@ -102,24 +100,8 @@ class StreamingDataModule(pl.LightningDataModule):
         self.model_compiles = model_compiles
         self.shuffle_seed = loader.seed()
         self.counts: dict[str, int] = {k: int(v) for k, v in meta["counts"].items()}
-        self._train_state = TrainLoaderState(_STATE_KEY)
 
     # ------------------------------------------------------------------ what the stream knows
-    @property
-    def label_names(self) -> list[str]:
-        """Label names stored with the stream."""
-        return list(self.preprocessing.label_names)
-
-    @property
-    def num_labels(self) -> int:
-        """Number of labels."""
-        return len(self.preprocessing.label_names)
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """The served modalities."""
-        return self.preprocessing.modalities
-
     @property
     def train_labels(self) -> torch.Tensor:
         """Training labels ``[N, num_labels]`` stored with the stream (for ``pos_weight: auto``).
@@ -148,14 +130,6 @@ class StreamingDataModule(pl.LightningDataModule):
         """
 
     # ------------------------------------------------------------------ loaders
-    def padded_lengths(self) -> list[int] | None:
-        """The fixed lengths text batches are padded to, or ``None`` (each batch's longest)."""
-        return self.preprocessing.padded_lengths(self.model_compiles)
-
-    def collator(self) -> FusionCollator:
-        """The batch collator (:meth:`Preprocessing.collator` of the stream's record)."""
-        return self.preprocessing.collator(self.model_compiles)
-
     def _stream_loader(self, split: str) -> DataLoader[Any]:
         """Build the ``StreamingDataLoader`` of ``split`` (an empty loader for an empty split)."""
         from medllama_fusion.data.streaming import StreamItemReader, open_stream
@@ -208,10 +182,6 @@ class StreamingDataModule(pl.LightningDataModule):
         return self._stream_loader("test")
 
     # ------------------------------------------------------------------ resume state
-    def state_dict(self) -> dict[str, Any]:
-        """Checkpoint state: the training loader's position (``{}`` before it exists)."""
-        return self._train_state.state_dict()
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the training loader's position (now, or when the loader is built).
 

@@ -54,6 +54,7 @@ from medllama_fusion.models.layers import (
     key_padding_mask,
     new_decoder_layer,
 )
+from medllama_fusion.models.state_mismatch import CheckpointMismatchError, describe_mismatch
 from medllama_fusion.models.vision import VisionConfig, VisionEncoder
 from medllama_fusion.tuners.lora import LoraSettings, inject_lora
 
@@ -525,23 +526,13 @@ class FusionModel(nn.Module, ABC):
             state_dict: The adapter state.
 
         Raises:
-            ValueError: Listing missing, unexpected and shape-mismatched keys.
+            CheckpointMismatchError: Naming the setting that likely differs (LoRA rank or
+                targets, fusion variant, layers, labels) and the first missing, unexpected and
+                shape-mismatched tensors.
         """
-        expected = self.adapter_state_dict()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        mismatched = sorted(
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-        )
-        if missing or unexpected or mismatched:
-            raise ValueError(
-                "adapter state does not match this model: "
-                f"missing={missing[:20]}, unexpected={unexpected[:20]}, "
-                f"shape-mismatched={mismatched[:20]}; rebuild the model with the same "
-                "configuration (backbone, vision, lora, num_labels, num_cross_layers)."
-            )
+        problem = describe_mismatch(self.adapter_state_dict(), state_dict)
+        if problem:
+            raise CheckpointMismatchError(problem)
         self.load_state_dict(state_dict, strict=False)
 
     def trainable_parameter_report(self) -> dict[str, Any]:

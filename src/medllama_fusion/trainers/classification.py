@@ -49,7 +49,7 @@ from ..metrics import (
 )
 from ..models import FusionModel
 from ..models.parameter_report import format_parameter_report
-from .checkpoint_state import CheckpointMismatchError, describe_mismatch
+from ..models.state_mismatch import CheckpointMismatchError, describe_mismatch
 from .compilation import compile_blocks
 from .nonfinite import NonFiniteGuard
 from .schedules import warmup_cosine_schedule
@@ -758,7 +758,7 @@ class FusionClassifier(LightningModule):
         keys = set(state_dict)
         if keys == set(self.state_dict()):
             return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        problem = describe_mismatch(self.adapter_state_dict(), state_dict)
+        problem = describe_mismatch(self.adapter_state_dict(), state_dict)  # keys with fusion.
         if problem:
             raise CheckpointMismatchError(problem)
         self.fusion.load_adapter_state_dict({k[len(_PREFIX) :]: v for k, v in state_dict.items()})

@@ -1,4 +1,4 @@
-"""Say why a checkpoint's weights do not fit a model: which tensors, and which setting differs.
+"""Say why stored weights do not fit a model: which tensors, and which setting differs.
 
 A checkpoint of this library stores the adapter state of its fusion model (LoRA weights, new
 layers, norms, head; the frozen base is rebuilt from the configuration). Loading it into a model
@@ -25,8 +25,8 @@ _STACK = re.compile(r"(?:^|\.)(?P<stack>text_stack|stack)\.layers\.(?P<index>\d+
 _HEAD = re.compile(r"(?:^|\.)head\.[^.]+\.weight$")
 
 
-class CheckpointMismatchError(InputError):
-    """A checkpoint's weights do not fit the model built from the configuration."""
+class CheckpointMismatchError(InputError, ValueError):
+    """Stored weights (a checkpoint's) do not fit the model built from the configuration."""
 
 
 def _lora(state: Mapping[str, Tensor]) -> tuple[set[int], set[str]]:
