@@ -53,15 +53,18 @@ def _probabilities(path: Path) -> dict[str, list[float]]:
 
 
 def _fit_and_predict(
-    root: Path, out: Path, setting: list[str], data: list[str]
+    root: Path, out: Path, setting: list[str], stream: Path | None = None
 ) -> tuple[Path, dict[str, list[float]], object]:
+    """Fit (on the files, or on ``stream``), then predict the test split of the files."""
     common = ["--config", str(CONF), "--data.init_args.source.init_args.root", str(root)]
+    data = [*common, *setting]
+    if stream is not None:
+        data = ["--config", str(CONF), "--data", "StreamingDataModule"]
+        data += ["--data.init_args.input_dir", str(stream)]
     main(
         [
             "fit",
-            *common,
             *data,
-            *setting,
             "--trainer.default_root_dir",
             str(out / "fit"),
             "--trainer.limit_val_batches",
@@ -112,7 +115,7 @@ def test_predict_and_pipeline_agree(
     case: str, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    ckpt, predicted, datamodule = _fit_and_predict(demo_root, tmp_path, CASES[case], [])
+    ckpt, predicted, datamodule = _fit_and_predict(demo_root, tmp_path, CASES[case])
     _assert_pipeline_agrees(ckpt, predicted, datamodule)
 
 
@@ -140,35 +143,4 @@ def test_a_model_trained_from_a_stream_serves_like_its_predictions(
             "fork",
         ]
     )
-    main(
-        [
-            "fit",
-            "--config",
-            str(CONF),
-            "--data",
-            "StreamingDataModule",
-            "--data.init_args.input_dir",
-            str(stream),
-            "--trainer.default_root_dir",
-            str(tmp_path / "fit"),
-            "--trainer.limit_val_batches",
-            "1",
-        ]
-    )
-    (ckpt,) = sorted((tmp_path / "fit").rglob("last.ckpt"))
-    cli = cli_main(
-        [
-            "predict",
-            "--config",
-            str(CONF),
-            "--data.init_args.source.init_args.root",
-            str(demo_root),
-            *setting,
-            "--trainer.default_root_dir",
-            str(tmp_path / "predict"),
-            "--ckpt_path",
-            str(ckpt),
-        ]
-    )
-    (written,) = sorted((tmp_path / "predict").rglob("predictions.csv"))
-    _assert_pipeline_agrees(ckpt, _probabilities(written), cli.datamodule)
+    _assert_pipeline_agrees(*_fit_and_predict(demo_root, tmp_path, setting, stream))
