@@ -53,7 +53,7 @@ def test_openi_dataset_monai_layout_keeps_the_files_split(tmp_path: Path) -> Non
 
 
 def test_openi_dataset_rejects_unknown_layout(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="layout must be one of"):
+    with pytest.raises(InputError, match="layout='nifti' is not supported; use one of 'auto'"):
         OpenIDataset(tmp_path, layout="nifti")
 
 

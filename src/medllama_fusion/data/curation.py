@@ -57,7 +57,7 @@ from medllama_fusion.datasets.problems import (
     format_problems,
     group_problems,
 )
-from medllama_fusion.errors import InputError
+from medllama_fusion.errors import InputError, check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +106,12 @@ class CurationSettings:
     min_split_positives: int = 5
 
     def __post_init__(self) -> None:
-        for name, choices in (
+        for name, allowed in (
             ("bad_input", BadInput),
             ("missing_modality", MissingModality),
             ("split_leak", SplitLeak),
         ):
-            check_choice(name, getattr(self, name), get_args(choices))
+            check_choice(getattr(self, name), allowed, f"curation.{name}")
 
 
 @dataclass
@@ -396,25 +396,6 @@ def check_splits(
         rank_zero_warn(message)
 
 
-def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise an error naming ``name``.
-
-    Args:
-        name: The setting, named in the error.
-        value: Its value.
-        choices: The allowed values.
-
-    Returns:
-        ``value``.
-
-    Raises:
-        InputError: For any other value.
-    """
-    if value not in choices:
-        raise InputError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
-    return value
-
-
 def format_data_summary(
     source: str,
     n_read: int,
@@ -471,7 +452,7 @@ def apply_bad_input_policy(
         DataProblemError: Under ``"error"`` when there is any problem, or under ``"skip"`` when a
             problem of a ``fatal_kinds`` kind exists.
     """
-    check_choice("bad_input", bad_input, BAD_INPUT_POLICIES)
+    check_choice(bad_input, BadInput, "bad_input")
     if not problems:
         return set()
     fatal = set(fatal_kinds)
@@ -501,7 +482,6 @@ __all__ = [
     "MissingModality",
     "SplitLeak",
     "apply_bad_input_policy",
-    "check_choice",
     "check_images",
     "check_leaks",
     "check_splits",

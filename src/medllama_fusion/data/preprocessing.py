@@ -34,14 +34,13 @@ from transformers import PreTrainedTokenizerBase
 from medllama_fusion.data.dataset import FusionCollator
 from medllama_fusion.data.images import ImageInput, build_image_transform, to_resized
 from medllama_fusion.data.text import (
-    MASK_MODES,
     MaskMode,
     load_tokenizer,
     mask_label_words,
     tokenize_reports,
 )
 from medllama_fusion.datasets.base import Modality, check_modalities
-from medllama_fusion.errors import InputError
+from medllama_fusion.errors import InputError, check_choice
 
 __all__ = ["PREPROCESSING_KEY", "Augmentation", "Preprocessing"]
 
@@ -120,11 +119,7 @@ class Preprocessing:
             raise InputError(f"preprocessing.image_size must be >= 1; got {self.image_size}.")
         if self.image_std <= 0:
             raise InputError(f"preprocessing.image_std must be > 0; got {self.image_std}.")
-        if self.mask_mode not in MASK_MODES:
-            raise InputError(
-                f"preprocessing.mask_mode must be one of {list(MASK_MODES)}; got "
-                f"{self.mask_mode!r}."
-            )
+        check_choice(self.mask_mode, MaskMode, "preprocessing.mask_mode")
         object.__setattr__(self, "modalities", check_modalities(self.modalities))
         buckets = self.length_buckets
         if isinstance(buckets, str) and buckets != "auto":

@@ -73,7 +73,7 @@ from medllama_fusion.datasets.problems import (
     DataProblem,
 )
 from medllama_fusion.datasets.reports import format_report
-from medllama_fusion.errors import InputError
+from medllama_fusion.errors import check_choice
 
 Layout = Literal["auto", "raw", "csv"]
 """How the files of an OpenI root are laid out (see the module docstring)."""
@@ -202,8 +202,7 @@ class OpenIDataset(SampleDataset):
         encoding: str = "utf-8",
         download: bool = False,
     ) -> None:
-        if layout not in LAYOUTS:
-            raise InputError(f"layout must be one of {LAYOUTS}; got {layout!r}.")
+        check_choice(layout, Layout, "layout")
         super().__init__(normalize_label_names(label_names or OPENI_LABELS))
         self.root = Path(root).expanduser()
         self.layout = layout

@@ -38,7 +38,7 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
 
-from medllama_fusion.models._choices import check_choice
+from medllama_fusion.errors import check_choice
 from medllama_fusion.models.layers import LlamaBlockStack, share_weights_copy
 
 __all__ = [

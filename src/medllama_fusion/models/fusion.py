@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from medllama_fusion.models._choices import check_choice
+from medllama_fusion.errors import check_choice
 from medllama_fusion.models.backbone import BackboneConfig, LlamaBackbone
 from medllama_fusion.models.heads import ClassificationHead, masked_mean
 from medllama_fusion.models.layers import (

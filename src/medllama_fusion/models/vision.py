@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from medllama_fusion.models._choices import check_choice
+from medllama_fusion.errors import check_choice
 from medllama_fusion.models.layers import LlamaBlockStack, RotaryEmbeddings
 
 __all__ = [
