@@ -205,6 +205,10 @@ class FusionCLI(LightningCLI):
         ckpt = config.get("ckpt_path")
         run = config.get("run")
         if ckpt != "last" and not run:
+            if ckpt and Path(ckpt).parent.name == "checkpoints":
+                folder = Path(ckpt).parent.parent  # a run's own checkpoint: resume in its folder
+                if folder.parent.resolve() == runs_folder(config).resolve():
+                    self._set_resume(subcommand, folder)
             return str(ckpt) if ckpt else None
         if run:
             path = run_checkpoint(Path(run))
