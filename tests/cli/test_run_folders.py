@@ -123,3 +123,50 @@ def test_no_run_yet(
     assert stopped.value.code == 2
     assert "there is no run under outputs/quickstart yet" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "outputs" / "quickstart" / "predict")
+
+
+def test_run_and_a_checkpoint_file_together_are_refused(
+    two_runs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(two_runs)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    run = "outputs/quickstart/version_1"
+    args = _quickstart(two_runs / "demo_data")
+    with pytest.raises(SystemExit) as stopped:
+        main(["test", *args, "--run", run, "--ckpt_path", f"{run}/checkpoints/last.ckpt"])
+    assert stopped.value.code == 2
+    assert "both name a checkpoint" in capsys.readouterr().err
+
+
+def test_the_checkpoints_model_settings_are_announced(
+    two_runs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(two_runs)
+    ckpt = "outputs/quickstart/version_1/checkpoints/last.ckpt"  # the serial run, LoRA r=8
+    args = _quickstart(two_runs / "demo_data", "--model.init_args.fusion.init_args.lora.r", "4")
+    cli = cli_main(["test", *args, "--ckpt_path", ckpt])
+    assert cli.model.fusion.lora_modules  # the checkpoint's model was built and tested
+    out = capsys.readouterr().out
+    assert "the checkpoint's model settings replace the configuration's:" in out
+    assert "fusion.init_args.lora.r: 8 in the checkpoint, 4 in the configuration" in out
+    assert "SerialFusion' in the checkpoint" in out
+
+
+def test_a_fit_stopped_by_an_input_error_leaves_its_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    empty = tmp_path / "not_openi"
+    (empty / "sub").mkdir(parents=True)  # not empty, no data: the demo is not written there
+    with pytest.raises(SystemExit):
+        main(["fit", *_quickstart(empty)])
+    capsys.readouterr()
+    root = make_demo_dataset(tmp_path / "demo", n_reports=12, image_size=32, seed=9)
+    main(
+        [
+            "fit",
+            *_quickstart(root, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"),
+        ]
+    )
+    assert (tmp_path / "outputs" / "quickstart" / "version_0" / "config.yaml").is_file()

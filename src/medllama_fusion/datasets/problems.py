@@ -113,7 +113,10 @@ def format_problems(
     problems: Sequence[DataProblem],
     source: str = "input data",
     max_per_kind: int | None = None,
-    closing: str | None = "Fix the data, or pass bad_input='skip' to drop the affected samples.",
+    closing: str | None = (
+        "Fix the data, or set bad_input='skip' (--data.init_args.curation.bad_input skip) to "
+        "drop the affected samples."
+    ),
 ) -> str:
     """Render problems as a multi-line message grouped by kind, with a fix hint per kind.
 

@@ -109,6 +109,9 @@ class FusionPipeline(ModelHubMixin):
                 f"the preprocessing record names {len(preprocessing.label_names)} labels "
                 f"{list(preprocessing.label_names)} but the model has {model.num_labels} outputs."
             )
+        if "text" in preprocessing.modalities:
+            size = len(preprocessing.loaded_tokenizer)
+            model.backbone.check_vocabulary(size, f"tokenizer {preprocessing.tokenizer!r}")
         self.model = model.eval()
         self.preprocessing = preprocessing
         self.thresholds = dict(thresholds) if thresholds else None

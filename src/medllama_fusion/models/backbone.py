@@ -38,7 +38,7 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
 
-from medllama_fusion.errors import check_choice
+from medllama_fusion.errors import InputError, check_choice
 from medllama_fusion.models.layers import LlamaBlockStack, share_weights_copy
 
 __all__ = [
@@ -737,6 +737,25 @@ class LlamaBackbone(nn.Module):
         """
         positions = torch.arange(length, device=hidden_states.device)[None, :]
         return self.rotary_emb(hidden_states, positions)  # type: ignore[no-any-return]
+
+    def check_vocabulary(self, size: int, tokenizer: str = "the tokenizer") -> None:
+        """Raise when a tokenizer's ids do not all have a row in the token embedding.
+
+        Args:
+            size: The tokenizer's vocabulary size (``len(tokenizer)``).
+            tokenizer: The tokenizer, named in the message.
+
+        Raises:
+            InputError: When ``size`` exceeds the embedding's rows.
+        """
+        rows = self.embed_tokens.num_embeddings
+        if size > rows:
+            raise InputError(
+                f"{tokenizer} has {size} tokens but the backbone "
+                f"{self.backbone_config.source_name()!r} embeds only {rows}: use the backbone's "
+                "own tokenizer (preprocessing.tokenizer), or, for a random backbone, set "
+                f"backbone.config.vocab_size to at least {size}."
+            )
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """Token embeddings ``[B, L, D]``.

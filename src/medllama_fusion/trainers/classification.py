@@ -246,7 +246,7 @@ class FusionClassifier(LightningModule):
 
     # ------------------------------------------------------------------ setup / optimisation
     def setup(self, stage: str) -> None:
-        """Compute ``pos_weight='auto'`` from the training labels and compile blocks if asked.
+        """Check the tokenizer fits the model, set ``pos_weight='auto'``, compile if asked.
 
         With ``compile``, the blocks are compiled with static shapes when the data module pads
         reports to fixed lengths (its ``padded_lengths()``; the command line links
@@ -254,9 +254,13 @@ class FusionClassifier(LightningModule):
         """
         if self.pos_weight_mode == "auto":
             self._auto_pos_weight(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        record = getattr(datamodule, "preprocessing", None)
+        if record is not None and "text" in record.modalities and record.tokenizer is not None:
+            tokenizer = record.loaded_tokenizer
+            self.fusion.backbone.check_vocabulary(len(tokenizer), f"tokenizer {record.tokenizer!r}")
         if not self.hparams.get("compile", False):
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
         padded = getattr(datamodule, "padded_lengths", None)
         lengths = padded() if callable(padded) else None
         if lengths is None and getattr(datamodule, "model_compiles", True) is False:
