@@ -13,7 +13,7 @@ one data argument), runs its setup (checks, split, tokenization) and writes ever
 resized but not augmented, with :func:`~medllama_fusion.data.streaming.write_streaming_dataset`.
 The second trains from the stream with
 :class:`~medllama_fusion.datamodules.streaming.StreamingDataModule`. Needs the ``streaming``
-extra (``pip install 'medllama-fusion[streaming]'``).
+extra (``pip install "medllama-fusion[streaming]"``).
 """
 
 from __future__ import annotations
