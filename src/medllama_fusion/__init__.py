@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from medllama_fusion._quiet import install_filters
 
-__version__ = "0.1.0"
-
 install_filters()
 
 # Public names and the module that defines each. They are imported on first access (module-level
@@ -78,6 +76,7 @@ _SUBMODULES = frozenset(
         "datasets",
         "demo",
         "errors",
+        "extras",
         "inference",
         "metrics",
         "models",
@@ -87,6 +86,7 @@ _SUBMODULES = frozenset(
 )
 
 if TYPE_CHECKING:
+    __version__: str
     from medllama_fusion.configs import list_presets, preset_path
     from medllama_fusion.data import load_tokenizer, mask_label_words
     from medllama_fusion.datamodules import CSVDataModule, FusionDataModule, OpenIDataModule
@@ -175,7 +175,12 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import a public name (or a subpackage) on first access and cache it in the module."""
-    if name in _EXPORTS:
+    value: Any
+    if name == "__version__":
+        from medllama_fusion._version import version
+
+        value = version()
+    elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"{__name__}.{name}")
@@ -187,4 +192,4 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     """List the public names, also those not imported yet."""
-    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES | {"__version__"})

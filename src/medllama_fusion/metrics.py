@@ -26,7 +26,7 @@ the results.
 - **Tables and figures.** :func:`markdown_table` renders every table of the library (AUROC via
   :func:`format_markdown_table`, operating points, positives per split, trainable parameters);
   :func:`plot_roc_curves` and :func:`plot_reliability` draw the ROC curves and the reliability
-  diagram (matplotlib, imported when called).
+  diagram (matplotlib, imported when called: the ``plots`` extra).
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ from torchmetrics.functional.classification import (
     multilabel_specificity,
 )
 from torchmetrics.utilities.data import dim_zero_cat
+
+from medllama_fusion.extras import require
 
 __all__ = [
     "DEFAULT_MIN_POSITIVES",
@@ -574,7 +576,11 @@ def plot_roc_curves(preds: Tensor, target: Tensor, report: AUROCReport, path: st
         target: Labels ``[N, C]`` in {0, 1}.
         report: The :class:`AUROCReport` of the same rows (names, AUROCs, macro mean).
         path: PNG file to write.
+
+    Raises:
+        InputError: Without matplotlib (the ``plots`` extra).
     """
+    require("plots", "ROC curves")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -763,7 +769,11 @@ def plot_reliability(probs: Tensor, target: Tensor, path: str | Path, n_bins: in
         target: ``[N, C]`` 0/1 labels.
         path: PNG file to write.
         n_bins: Number of bins (also those of the ECE in the title).
+
+    Raises:
+        InputError: Without matplotlib (the ``plots`` extra).
     """
+    require("plots", "reliability diagrams")
     import matplotlib
 
     matplotlib.use("Agg")

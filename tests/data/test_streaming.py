@@ -213,5 +213,5 @@ def test_missing_litdata_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
     from medllama_fusion.data.streaming import require_litdata
 
     monkeypatch.setitem(sys.modules, "litdata", None)
-    with pytest.raises(InputError, match=r"pip install 'medllama-fusion\[streaming\]'"):
+    with pytest.raises(InputError, match=r'pip install "medllama-fusion\[streaming\]"'):
         require_litdata()

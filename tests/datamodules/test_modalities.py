@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -73,7 +74,7 @@ def test_image_only_needs_no_report_text(demo_root: Path) -> None:
     assert batch["image_present"].all() and batch["pixel_values"].shape[1:] == (1, 32, 32)
 
 
-def test_per_sample_masks_keep_and_drop(demo_root: Path) -> None:
+def test_per_sample_masks_keep_and_drop(demo_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     with (demo_root / "test.csv").open(newline="") as handle:
         ids = [row["id"] for row in csv.DictReader(handle)]
     no_image, no_text, neither = ids[0], ids[1], ids[2]
@@ -82,8 +83,9 @@ def test_per_sample_masks_keep_and_drop(demo_root: Path) -> None:
     rewrite_reports(demo_root, {no_text, neither})
 
     dm = make_dm(demo_root)
-    with pytest.warns(UserWarning, match="used without image"):
+    with caplog.at_level(logging.WARNING):
         dm.setup()
+    assert caplog.text.count("used without image") == 1
     assert [p.item for p in dm.summary["used without image"]] == [no_image]
     assert [p.item for p in dm.summary["used without text"]] == [no_text]
     assert [(p.kind, p.item) for p in dm.summary["not used"]] == [

@@ -1,7 +1,8 @@
 """Console entry point ``medllama-fusion``: the top-level help without importing Lightning.
 
-``medllama-fusion --help`` (or no arguments) only lists the subcommands and presets, so it is
-answered here from the standard library in a fraction of a second; everything else goes to
+``medllama-fusion --help`` (or no arguments) only lists the subcommands and presets, and
+``medllama-fusion --version`` prints the installed version, so both are answered here from the
+standard library in a fraction of a second; everything else goes to
 :func:`medllama_fusion.cli.main.main` (LightningCLI), which imports torch and Lightning.
 """
 
@@ -34,7 +35,7 @@ def top_level_help() -> str:
 
     width = max(len(name) for name in SUBCOMMANDS)
     lines = [
-        f"usage: {PROG} [-h] {{{','.join(SUBCOMMANDS)}}} ...",
+        f"usage: {PROG} [-h] [--version] {{{','.join(SUBCOMMANDS)}}} ...",
         "",
         "Multimodal chest X-ray + report classification with a LLaMA backbone, LoRA and",
         "parallel / serial / mixed fusion (arXiv 2412.01306).",
@@ -44,6 +45,10 @@ def top_level_help() -> str:
         "",
         "presets (--config NAME, or your own YAML file):",
         *textwrap.wrap(", ".join(list_presets()), 96, initial_indent="  ", subsequent_indent="  "),
+        "",
+        "options:",
+        "  -h, --help  show this message and exit",
+        "  --version   print the installed version and exit",
         "",
         "Input errors print one message and exit with status 2; set MEDLLAMA_FUSION_DEBUG=1 to",
         "see the traceback.",
@@ -58,6 +63,11 @@ def main(args: Sequence[str] | None = None) -> None:
         args: Command-line arguments; ``sys.argv[1:]`` if None.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    if argv == ["--version"]:
+        from medllama_fusion._version import version
+
+        print(f"{PROG} {version()}", flush=True)
+        return
     if not argv or argv in (["-h"], ["--help"]):
         try:
             print(top_level_help(), file=sys.stdout if argv else sys.stderr, flush=True)

@@ -40,6 +40,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from medllama_fusion._quiet import install_evaluation_filters
 from medllama_fusion.cli.runs import (
     config_differences,
     latest_matching_run,
@@ -53,6 +54,7 @@ from medllama_fusion.cli.trainer import FusionTrainer
 from medllama_fusion.configs import list_presets, preset_arguments
 from medllama_fusion.data.preprocessing import PREPROCESSING_KEY, Preprocessing
 from medllama_fusion.errors import InputError
+from medllama_fusion.extras import require
 from medllama_fusion.inference.checkpoints import load_checkpoint
 from medllama_fusion.trainers.callbacks import (
     RUN_CONFIG_KEY,
@@ -88,6 +90,8 @@ SUBCOMMANDS: tuple[str, ...] = (
 )
 
 _USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError)
+_SUBCOMMAND_EXTRAS: dict[str, str] = {"explain": "explain", "optimize": "streaming"}
+"""Subcommands that need an extra: checked right after parsing, before any file is opened."""
 
 
 def _image_size(preprocessing: Preprocessing) -> int:
@@ -169,6 +173,8 @@ class FusionCLI(LightningCLI):
         self.resume_version: int | None = None
         if subcommand is None:
             return
+        if subcommand in _SUBCOMMAND_EXTRAS:
+            require(_SUBCOMMAND_EXTRAS[subcommand], subcommand)
         config = self.config[subcommand]
         _tokenizer_from_backbone(config)
         ckpt = self._resolve_last(subcommand, config)
@@ -271,6 +277,8 @@ class FusionCLI(LightningCLI):
         trainer_config = config.get("trainer") or {}
         if "logger" not in kwargs and trainer_config.get("logger") in (None, True):
             kwargs["logger"] = self._run_logger(subcommand, config)
+        if subcommand != "fit":
+            install_evaluation_filters()
         trainer = super().instantiate_trainer(**kwargs)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.save_last is None:
@@ -608,8 +616,9 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
             argv = _stored_config(resolve_preset_configs(sys.argv[1:]))
             with _command_line(argv):
                 return build(None)
-        if isinstance(args, list):
-            args = _stored_config(resolve_preset_configs(args))
+        if isinstance(args, list):  # parsed like sys.argv (LightningCLI warns when given both)
+            with _command_line(_stored_config(resolve_preset_configs(args))):
+                return build(None)
         return build(args)
     finally:
         if owned:  # the version belongs to this command's run only

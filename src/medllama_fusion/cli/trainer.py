@@ -18,6 +18,7 @@ from typing import Any, Literal
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
 from medllama_fusion.errors import InputError
+from medllama_fusion.extras import require
 from medllama_fusion.inference.checkpoints import load_checkpoint
 from medllama_fusion.inference.pipeline import FusionPipeline, preprocessing_from_checkpoint
 from medllama_fusion.trainers import FusionClassifier
@@ -72,7 +73,8 @@ class FusionTrainer(Trainer):
         """Token and image attributions of a checkpoint's predictions (HTML + PNG).
 
         Integrated Gradients (Captum) over the report's tokens and the image's patches of
-        chosen samples of a split; writes ``<id>.html`` and ``<id>.png`` per sample.
+        chosen samples of a split; writes ``<id>.html`` and ``<id>.png`` per sample. Needs the
+        ``explain`` extra.
 
         Args:
             model: The model (built from the configuration).
@@ -90,6 +92,7 @@ class FusionTrainer(Trainer):
         Returns:
             One explanation per sample.
         """
+        require("explain", "explain")
         from medllama_fusion.inference.explain import explain_samples
 
         path = _require_checkpoint(ckpt_path, "explain")

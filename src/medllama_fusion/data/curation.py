@@ -22,9 +22,14 @@ raises once or skips and reports:
 
 - ``bad_input="error"`` (default) raises ONE :class:`DataProblemError` listing ALL problems,
   grouped by kind, with the offending ids/paths, so a user fixes everything in one go;
-- ``bad_input="skip"`` logs the count and the list (``logging`` and Lightning's
-  ``rank_zero_warn``), and the data module drops the affected samples and keeps the list in
-  ``datamodule.problems``. Nothing is dropped silently and nothing fails mid-epoch.
+- ``bad_input="skip"`` logs the count and the list, and the data module drops the affected
+  samples and keeps the list in ``datamodule.problems``. Nothing is dropped silently and nothing
+  fails mid-epoch.
+
+Every report goes to the ``logging`` logger of this module, once per run (from the first
+process of a distributed run): warnings (the summary when something was left out or used
+without a modality, rare classes, skipped samples, a tolerated split leak) at ``WARNING``, the
+plain summary and the positives table at ``INFO``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 
 from medllama_fusion.data.images import verify_image
 from medllama_fusion.data.splits import positive_counts, positives_table
@@ -60,6 +65,13 @@ from medllama_fusion.datasets.problems import (
 from medllama_fusion.errors import InputError, check_choice
 
 logger = logging.getLogger(__name__)
+
+
+def _log(level: int, message: str) -> None:
+    """Log ``message`` once per run: only the first process of a distributed run logs it."""
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        logger.log(level, message)
+
 
 BadInput = Literal["error", "skip"]
 """``bad_input`` policy: raise once listing every problem, or drop the affected samples."""
@@ -226,9 +238,7 @@ def check_leaks(loaded: LoadedSamples, policy: SplitLeak, source: str) -> None:
         lines.append(f"  {first_file} and {second_file}: {len(items)}: {shown}")
     if policy == "warn":
         lines.append("split_leak='warn': the splits are used as they are.")
-        message = "\n".join(lines)
-        logger.warning(message)
-        rank_zero_warn(message)
+        _log(logging.WARNING, "\n".join(lines))
         return
     lines.append(
         "Keep every image id and every report in exactly one split file, or pass "
@@ -330,11 +340,7 @@ def curate(
     _check_some_modality_present(candidates, served, loaded.image_absent, source)
     sections[NOTES] = list(loaded.notes)
     summary = format_data_summary(source, len(loaded.samples), len(used), sections)
-    if any(sections.values()):
-        logger.warning(summary)
-        rank_zero_warn(summary)
-    else:
-        logger.info(summary)
+    _log(logging.WARNING if any(sections.values()) else logging.INFO, summary)
     image_present = {
         s.id: presence(s, served, loaded.image_absent).get("image") is None for s in used
     }
@@ -375,7 +381,7 @@ def check_splits(
     if unlabelled:
         return
     counts = positive_counts(splits, len(label_names))
-    logger.info("positives per class and split:\n%s", positives_table(counts, label_names))
+    _log(logging.INFO, "positives per class and split:\n" + positives_table(counts, label_names))
     low = settings.min_split_positives
     rare = [
         f"{name}: "
@@ -388,12 +394,11 @@ def check_splits(
         if any(c < low for c in counts[name])
     ]
     if rare:
-        message = (
+        _log(
+            logging.WARNING,
             f"{source}: classes with fewer than {low} positives ({'; '.join(rare)}); their "
-            "AUROC there is unreliable or undefined."
+            "AUROC there is unreliable or undefined.",
         )
-        logger.warning(message)
-        rank_zero_warn(message)
 
 
 def format_data_summary(
@@ -462,8 +467,7 @@ def apply_bad_input_policy(
     message = f"bad_input='skip': dropping {len(drop)} sample(s) because of " + format_problems(
         problems, source=source, max_per_kind=20, closing=None
     )
-    logger.warning(message)
-    rank_zero_warn(message)
+    _log(logging.WARNING, message)
     return drop
 
 

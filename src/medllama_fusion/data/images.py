@@ -18,7 +18,8 @@ Either way *bright = dense* (bone white, air black), whatever the file format:
   maximum, not squashed to 8 bit); colour images are converted to luminance.
 - DICOM via pydicom: the modality LUT (Rescale Slope/Intercept) is applied, then the VOI LUT or
   window (Window Center/Width) when the file has one, and ``MONOCHROME1`` images are inverted so
-  that they look like ``MONOCHROME2``; the result is min-max scaled to ``[0, 1]``.
+  that they look like ``MONOCHROME2``; the result is min-max scaled to ``[0, 1]``. Needs the
+  ``dicom`` extra (``pip install "medllama-fusion[dicom]"``).
 
 The transforms (:func:`build_image_transform`) turn that array into a normalised
 ``FloatTensor [1, H, W]``. Training-time augmentation is deliberately light (small affine /
@@ -40,6 +41,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from medllama_fusion.errors import InputError
+from medllama_fusion.extras import require
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic")
 
@@ -109,7 +111,9 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
     Raises:
         ValueError: If the file holds no pixel data or a colour image that cannot be reduced.
+        InputError: If pydicom is not installed (the ``dicom`` extra).
     """
+    require("dicom", "DICOM images")
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -366,6 +370,7 @@ def verify_image(path: str | Path) -> str | None:
         return None
 
     def dicom(file: Path) -> str | None:
+        require("dicom", "DICOM images")
         import pydicom
 
         dataset = pydicom.dcmread(str(file), stop_before_pixels=True)
@@ -375,6 +380,8 @@ def verify_image(path: str | Path) -> str | None:
 
     try:
         return _by_format(path, raster, dicom)
+    except InputError:
+        raise  # a missing extra is not a corrupt file
     except Exception as error:  # any decoder error means "corrupt" for our purposes
         return f"unreadable image ({type(error).__name__}: {error})"
 

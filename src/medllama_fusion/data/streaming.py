@@ -31,7 +31,7 @@ workers by itself. ``output_dir`` / ``input_dir`` may be local folders or ``s3:/
 ``gs://``) URLs; LitData reads credentials the usual way (for S3, boto3's environment
 variables, ``~/.aws`` files or the instance role).
 
-LitData is an optional dependency: ``pip install 'medllama-fusion[streaming]'``.
+LitData is an optional dependency: ``pip install "medllama-fusion[streaming]"``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from medllama_fusion.data.dataset import FusionDataset
 from medllama_fusion.data.loaders import sample_seed
 from medllama_fusion.data.preprocessing import PREPROCESSING_KEY, Preprocessing
 from medllama_fusion.errors import InputError
+from medllama_fusion.extras import require
 
 STREAM_FORMAT = "medllama-fusion-stream/2"
 """Format tag stored in the metadata file; a reader refuses other formats."""
@@ -61,24 +62,20 @@ METADATA_FILE = "medllama_fusion.json"
 STREAM_SPLITS: tuple[str, ...] = ("train", "val", "test")
 """The splits a stream holds (one LitData dataset folder each)."""
 _NO_IMAGE = np.zeros((1, 0, 0), dtype=np.uint8)
-_INSTALL_HINT = "pip install 'medllama-fusion[streaming]'"
 
 
 def require_litdata() -> ModuleType:
-    """Import LitData, or say how to install it.
+    """Import LitData, or say how to install it (the ``streaming`` extra).
 
     Returns:
         The ``litdata`` module.
 
     Raises:
-        InputError: When LitData is not installed.
+        InputError: When LitData is not installed (one line naming the ``pip install``).
     """
-    try:
-        import litdata
-    except ImportError as error:
-        raise InputError(
-            f"streaming datasets need LitData, which is not installed: {_INSTALL_HINT}"
-        ) from error
+    require("streaming", "streaming datasets")
+    import litdata
+
     return litdata
 
 

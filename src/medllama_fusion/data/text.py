@@ -27,6 +27,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from medllama_fusion.datasets.labels import OPENI_LABELS, normalize_label_name
 from medllama_fusion.datasets.reports import SECTION_TITLES
+from medllama_fusion.extras import require
 
 # ---------------------------------------------------------------------------------------------
 # label-word masking
@@ -347,7 +348,8 @@ def load_tokenizer(
 
     Args:
         spec: A local tokenizer/model folder, a ``.gguf`` file (loaded with
-            ``AutoTokenizer.from_pretrained(folder, gguf_file=name)``) or a hub id.
+            ``AutoTokenizer.from_pretrained(folder, gguf_file=name)``; needs the ``gguf``
+            extra) or a hub id.
         local_files_only: Forbid downloads. Default: ``True`` unless the environment variable
             ``MEDLLAMA_FUSION_ALLOW_DOWNLOAD=1`` is set.
 
@@ -357,6 +359,7 @@ def load_tokenizer(
     Raises:
         FileNotFoundError: If the path does not exist or the hub id is not in the local cache.
         ValueError: If the tokenizer has neither a pad nor an eos token.
+        InputError: For a ``.gguf`` file without the ``gguf`` extra.
     """
     if local_files_only is None:
         local_files_only = os.environ.get(ALLOW_DOWNLOAD_ENV, "0") != "1"
@@ -364,6 +367,7 @@ def load_tokenizer(
     path = Path(text).expanduser()
     try:
         if path.is_file() and path.suffix == ".gguf":
+            require("gguf", "GGUF tokenizers")
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         elif path.is_dir():
             tokenizer = AutoTokenizer.from_pretrained(str(path))

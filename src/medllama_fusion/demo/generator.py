@@ -14,7 +14,9 @@
   extension (``CXR1_1_IM-0001-3001.png``), and the frontal image at ``images/<id>``. Split sizes
   follow the paper's proportions (~85/3/12 %, the paper has 3199/101/377) except that
   validation gets at least ``min(60, 15 %)`` reports so its AUROC is meaningful; with 600
-  reports that is 468/60/72.
+  reports that is 468/60/72. Validation and test are filled first with reports of their rarest
+  classes, so each split holds at least :data:`DEMO_MIN_SPLIT_POSITIVES` positives of every
+  class when the data has enough (it does at the default size), then at random.
 - ``tokenizer/``: a word-level ``tokenizers`` tokenizer over the demo vocabulary wrapped in
   ``PreTrainedTokenizerFast`` (``[PAD]`` = id 0, ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]``;
   lower-cased; vocab < 512) saved with ``save_pretrained``.
@@ -64,6 +66,9 @@ DEMO_METADATA_FILE = "nlmcxr_dicom_metadata.csv"
 DEMO_TOKENIZER_DIR = "tokenizer"
 DEMO_REPORTS = 600
 """Default number of demo reports (468/60/72 train/validation/test)."""
+DEMO_MIN_SPLIT_POSITIVES = 5
+"""Positives of every class the demo's validation and test CSVs get (when the data has them):
+the data modules' ``min_split_positives`` default, so the demo gives no rare-class warning."""
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 PREVALENCE: dict[str, float] = {
@@ -72,11 +77,11 @@ PREVALENCE: dict[str, float] = {
     "Consolidation": 0.10,
     "Edema": 0.10,
     "Enlarged-Cardiomediastinum": 0.10,
-    "Fracture": 0.08,
+    "Fracture": 0.12,
     "Lung-Lesion": 0.15,
     "Lung-Opacity": 0.22,
     "Pleural-Effusion": 0.20,
-    "Pleural-Other": 0.08,
+    "Pleural-Other": 0.12,
     "Pneumonia": 0.10,
     "Pneumothorax": 0.10,
     "Support-Devices": 0.15,
@@ -500,6 +505,57 @@ def demo_split_sizes(n_reports: int) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
+def demo_splits(
+    labels: Sequence[Sequence[int]], n_val: int, n_test: int, seed: int
+) -> dict[str, list[int]]:
+    """Assign reports to the demo's train/validation/test CSVs (see the module docstring).
+
+    Validation, then test, first takes reports positive for its classes with fewer than
+    :data:`DEMO_MIN_SPLIT_POSITIVES` positives (rarest class first, in a seeded random order;
+    together at most half of a class's positives, so train keeps the other half), then random
+    reports up to its size; train gets the rest.
+
+    Args:
+        labels: 0/1 labels per report.
+        n_val: Validation size.
+        n_test: Test size.
+        seed: Seed of the random order.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, sorted report indices.
+    """
+    order = list(range(len(labels)))
+    random.Random(seed).shuffle(order)
+    num_classes = len(labels[0]) if labels else 0
+    totals = [sum(row[c] for row in labels) for c in range(num_classes)]
+    rarest_first = sorted(range(num_classes), key=lambda c: (totals[c], c))
+    taken: set[int] = set()
+    parts: dict[str, list[int]] = {}
+    for split, size in (("val", n_val), ("test", n_test)):
+        chosen: list[int] = []
+        for c in rarest_first:
+            have = sum(labels[i][c] for i in chosen)
+            held_out = sum(labels[i][c] for i in taken)  # by validation and test so far
+            for i in order:
+                if have >= DEMO_MIN_SPLIT_POSITIVES or len(chosen) >= size:
+                    break
+                if held_out >= totals[c] // 2:
+                    break
+                if i not in taken and labels[i][c]:
+                    chosen.append(i)
+                    taken.add(i)
+                    have += 1
+                    held_out += 1
+        for i in order:
+            if len(chosen) >= size:
+                break
+            if i not in taken:
+                chosen.append(i)
+                taken.add(i)
+        parts[split] = sorted(chosen)
+    return {"train": sorted(set(order) - taken), **parts}
+
+
 def build_demo_tokenizer(texts: Sequence[str], max_vocab: int = 512) -> object:
     """Build a word-level ``PreTrainedTokenizerFast`` over the words of ``texts``.
 
@@ -604,14 +660,9 @@ def make_demo_dataset(
                 for image_id, view in zip(report.image_ids, report.views, strict=True):
                     writer.writerow([image_id, view, f"./{image_id}.dcm"])
     if layout in ("csv", "both"):
-        n_train, n_val, _ = demo_split_sizes(n_reports)
-        order = list(range(n_reports))
-        random.Random(seed + 1).shuffle(order)
-        parts = {
-            "train": sorted(order[:n_train]),
-            "val": sorted(order[n_train : n_train + n_val]),
-            "test": sorted(order[n_train + n_val :]),
-        }
+        _, n_val, n_test = demo_split_sizes(n_reports)
+        label_rows = [[report.labels[label] for label in OPENI_LABELS] for report in reports]
+        parts = demo_splits(label_rows, n_val, n_test, seed + 1)
         header = ["id", "report", *(MONAI_COLUMN_NAMES[label] for label in OPENI_LABELS)]
         for split, indices in parts.items():
             with (root / MONAI_SPLIT_FILES[split]).open("w", newline="", encoding="utf-8") as fh:
@@ -679,6 +730,7 @@ def write_demo_root(root: str | Path, n_reports: int = DEMO_REPORTS, image_size:
 
 __all__ = [
     "DEMO_METADATA_FILE",
+    "DEMO_MIN_SPLIT_POSITIVES",
     "DEMO_REPORTS",
     "DEMO_SEED",
     "DEMO_TOKENIZER_DIR",
@@ -687,6 +739,7 @@ __all__ = [
     "DemoReport",
     "build_demo_tokenizer",
     "demo_split_sizes",
+    "demo_splits",
     "draw_frontal",
     "draw_lateral",
     "generate_report",

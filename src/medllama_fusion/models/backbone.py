@@ -39,6 +39,7 @@ from transformers import (
 from transformers.models.llama.modeling_llama import LlamaModel, LlamaRotaryEmbedding
 
 from medllama_fusion.errors import InputError, check_choice
+from medllama_fusion.extras import require
 from medllama_fusion.models.layers import LlamaBlockStack, share_weights_copy
 
 __all__ = [
@@ -101,7 +102,7 @@ class BackboneConfig:
 
     Args:
         pretrained: Hub id, local directory (``save_pretrained`` layout) or path to a ``.gguf``
-            file. Resolved offline when ``local_files_only``.
+            file (GGUF needs the ``gguf`` extra). Resolved offline when ``local_files_only``.
         random_init: With ``pretrained``: read only the architecture (``config.json`` of the
             directory or cached hub id, or the GGUF metadata) and build that shape with random
             weights seeded by ``init_seed``; no weight is loaded. The control run "same
@@ -119,7 +120,8 @@ class BackboneConfig:
         num_text_layers: Number of pretrained decoder layers forming the text stack (paper: 3).
         dtype: ``"float32" | "bfloat16" | "float16"`` of the base (and compute dtype when
             quantized).
-        quantization: ``None | "4bit" (NF4) | "8bit"`` frozen base via bitsandbytes (QLoRA).
+        quantization: ``None | "4bit" (NF4) | "8bit"`` frozen base via bitsandbytes (QLoRA;
+            needs the ``qlora`` extra).
         attn_implementation: ``"sdpa"`` (default) or ``"eager"``.
         causal: Causal self-attention over text (default bidirectional with a padding mask).
         gradient_checkpointing: Recompute each block in backward (``torch.utils.checkpoint``).
@@ -188,7 +190,10 @@ class BackboneConfig:
 
 
 def _split_gguf(cfg: BackboneConfig) -> tuple[str, str | None]:
-    """Return ``(pretrained, gguf_file)`` with a ``.gguf`` path split into dir + name."""
+    """Return ``(pretrained, gguf_file)`` with a ``.gguf`` path split into dir + name.
+
+    A GGUF source needs the ``gguf`` extra (checked here, before anything is read).
+    """
     assert cfg.pretrained is not None
     if cfg.gguf_file is None and cfg.pretrained.lower().endswith(".gguf"):
         path = Path(cfg.pretrained)
@@ -197,7 +202,10 @@ def _split_gguf(cfg: BackboneConfig) -> tuple[str, str | None]:
                 f"BackboneConfig.pretrained={cfg.pretrained!r}: GGUF file not found; "
                 "give an existing .gguf path."
             )
+        require("gguf", "GGUF backbones")
         return str(path.parent), path.name
+    if cfg.gguf_file is not None:
+        require("gguf", "GGUF backbones")
     if (
         cfg.gguf_file is not None
         and Path(cfg.pretrained).is_dir()
@@ -346,8 +354,10 @@ def quantize_linear_layers(
 
     Raises:
         ValueError: For another ``mode``.
+        InputError: If bitsandbytes is not installed (the ``qlora`` extra).
     """
     check_choice(mode, Quantization, "quantize_linear_layers: mode")
+    require("qlora", "quantization (QLoRA)")
     import bitsandbytes as bnb
 
     replaced = 0
@@ -437,6 +447,8 @@ class LlamaBackbone(nn.Module):
         self.backbone_config = config
         self.dtype_ = resolve_dtype(config.dtype)
         needed = config.num_text_layers + num_extra_layers
+        if config.quantization is not None:
+            require("qlora", f"BackboneConfig.quantization={config.quantization!r} (QLoRA)")
         self.loading_report: dict[str, Any] = {"source": config.source_name()}
         if config.config is not None:
             kwargs = dict(config.config)

@@ -39,6 +39,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from ..data.dataset import model_inputs
 from ..data.preprocessing import PREPROCESSING_KEY
 from ..errors import InputError
+from ..extras import missing_extra
 from ..metrics import (
     DEFAULT_MIN_POSITIVES,
     AUROCReport,
@@ -160,7 +161,8 @@ class FusionClassifier(LightningModule):
             :data:`~medllama_fusion.metrics.DEFAULT_MIN_POSITIVES`); the others are reported with
             a note and never averaged in.
         report_dir: Folder for the test table and ROC plot; defaults to the trainer's log dir.
-        plot_roc: Write ``roc_curves.png`` at test time.
+        plot_roc: Write ``roc_curves.png`` at test time (needs the ``plots`` extra; without it
+            the picture is skipped with a note).
     """
 
     pos_weight: Tensor
@@ -667,11 +669,15 @@ class FusionClassifier(LightningModule):
             writer = csv.DictWriter(handle, fieldnames=list(table_rows[0]))
             writer.writeheader()
             writer.writerows(table_rows)
-        if self.hparams["plot_roc"]:
+        plot = bool(self.hparams["plot_roc"])
+        note = missing_extra("plots", "roc_curves.png skipped") if plot else None
+        if plot and note is None:
             written.append(out / "roc_curves.png")
             plot_roc_curves(preds, target, report, written[-1])
         names = ", ".join(path.name for path in written)
         print(f"Test report files ({names}) written to {out.resolve()}", flush=True)
+        if note is not None:
+            print(note, flush=True)
 
     def _report_dir(self) -> Path | None:
         if self.hparams["report_dir"]:

@@ -12,7 +12,8 @@ The callback (the CLI adds it to every run; configure it with
   :func:`thresholds_from_checkpoint` reads them from a loaded checkpoint;
 - ``test`` logs and writes, per class and macro-averaged, sensitivity, specificity and F1 at
   those thresholds and the expected calibration error (``operating_points.csv`` / ``.md``) and a
-  reliability diagram (``reliability_diagram.png``) next to the AUROC table;
+  reliability diagram (``reliability_diagram.png``, with the ``plots`` extra) next to the AUROC
+  table;
 - ``predict`` adds 0/1 decisions to each prediction batch (``decisions``), which the prediction
   writer turns into ``<label>_decision`` columns of ``predictions.csv``.
 
@@ -36,6 +37,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from ..extras import missing_extra
 from ..metrics import (
     ThresholdMethod,
     markdown_table,
@@ -190,8 +192,16 @@ class OperatingPoints(Callback):
             writer = csv.DictWriter(handle, fieldnames=header)
             writer.writeheader()
             writer.writerows(table_rows)
-        plot_reliability(probs, target, out / "reliability_diagram.png", self.calibration_bins)
-        print(f"operating points and reliability diagram written to {out.resolve()}", flush=True)
+        note = missing_extra("plots", "reliability_diagram.png skipped")
+        if note is None:
+            plot_reliability(probs, target, out / "reliability_diagram.png", self.calibration_bins)
+        print(
+            f"operating points{' and reliability diagram' if note is None else ''} written to "
+            f"{out.resolve()}",
+            flush=True,
+        )
+        if note is not None:
+            print(note, flush=True)
 
     def _report_dir(self, trainer: Trainer, pl_module: LightningModule) -> Path | None:
         if self.report_dir:

@@ -7,7 +7,8 @@ Integrated Gradients
 token embeddings and the image's patch tokens, and writes per sample
 ``<id>.png`` (the image and one heatmap per label; an image id loses its extension) and
 ``<id>.html`` (highlighted tokens,
-the overlay and all probabilities).
+the overlay and all probabilities). Needs the ``explain`` extra
+(``pip install "medllama-fusion[explain]"``: Captum and matplotlib).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from medllama_fusion.data.images import ImageInput
 from medllama_fusion.datasets.csv_reader import IMAGE_SUFFIXES
 from medllama_fusion.errors import InputError
+from medllama_fusion.extras import require
 from medllama_fusion.inference.explain.attribution import (
     Attributions,
     integrated_gradients,
@@ -92,8 +94,9 @@ def explain_sample(
         The explanation.
 
     Raises:
-        InputError: For an unknown label name.
+        InputError: For an unknown label name, or without the ``explain`` extra.
     """
+    require("explain", "explanations")
     batch = pipe.make_batch(image, report)
     probs = pipe(image=image, report=report)
     assert isinstance(probs, dict)
@@ -169,8 +172,9 @@ def explain_samples(
         One explanation per sample.
 
     Raises:
-        InputError: For an unknown split or id.
+        InputError: For an unknown split or id, or without the ``explain`` extra.
     """
+    require("explain", "explanations")
     datamodule.setup("predict")
     if split not in datamodule.samples:
         raise InputError(

@@ -6,7 +6,8 @@ of the model's own ``forward`` runs unchanged on them. Baselines: the pad token'
 every position, and the patch tokens of an all-black image (so the position embeddings cancel
 and attribution goes to image content). Scores per token / patch are sums over the hidden size;
 by the completeness of Integrated Gradients all scores of a sample add up to
-``logit(input) - logit(baseline)`` (up to the reported convergence delta).
+``logit(input) - logit(baseline)`` (up to the reported convergence delta). Needs the ``explain``
+extra (Captum).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from captum.attr import IntegratedGradients
 from torch import Tensor
 
+from medllama_fusion.extras import require
 from medllama_fusion.models import FusionModel
 
 __all__ = ["Attributions", "integrated_gradients", "patch_grid"]
@@ -88,7 +89,13 @@ def integrated_gradients(
 
     Returns:
         The attributions (float32, on the model's device).
+
+    Raises:
+        InputError: Without the ``explain`` extra (Captum).
     """
+    require("explain", "Integrated Gradients")
+    from captum.attr import IntegratedGradients
+
     model.eval()
     inputs: list[Tensor] = []
     baselines: list[Tensor] = []

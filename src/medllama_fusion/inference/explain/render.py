@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medllama_fusion.extras import require
+
 __all__ = ["heatmap", "render_html", "save_overlay"]
 
 
@@ -51,7 +53,11 @@ def save_overlay(
 
     Returns:
         ``path``.
+
+    Raises:
+        InputError: Without the ``explain`` extra (matplotlib).
     """
+    require("explain", "attribution overlays")
     import matplotlib
 
     matplotlib.use("Agg")
