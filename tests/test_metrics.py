@@ -173,7 +173,8 @@ def test_fixed_class_set_and_rare_classes() -> None:
     assert report.in_mean == [True, True, False]
     assert report.mean == pytest.approx((report.auroc[0] + report.auroc[1]) / 2)
     assert not math.isnan(report.auroc[2]) and math.isnan(report.ci_low[2])
-    assert "fewer than 10" in report.notes[2] and "not in mean" in report.notes[2]
+    assert f"fewer than {DEFAULT_MIN_POSITIVES}" in report.notes[2]
+    assert "not in mean" in report.notes[2]
     assert report.ci_low[0] < report.auroc[0] < report.ci_high[0]
     assert report.mean_ci[0] < report.mean < report.mean_ci[1]
     assert report.num_clusters == n

@@ -57,7 +57,7 @@ def test_help_is_quiet_and_skips_the_model_stack() -> None:
     result = _run("-X", "importtime", "-m", "medllama_fusion", "--help")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in (
-        "{fit,validate,test,predict,explain,export,optimize}",
+        "{fit,validate,test,predict,explain,export,optimize,compare}",
         "paper/parallel_r2",
         "quickstart",
     ):

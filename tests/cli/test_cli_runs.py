@@ -104,7 +104,11 @@ def test_fit_test_predict(
         rows = list(csv.reader(handle))
     names = cli.datamodule.label_names
     assert rows[0][0] == "id" and rows[0][1 : 1 + len(names)] == names
-    assert rows[0][1 + len(names) :] in ([], [f"{n}_decision" for n in names])
+    # the test split has labels: its true labels and report groups follow, for `compare`
+    truth = [*(f"{n}_target" for n in names), "group"]
+    assert rows[0][1 + len(names) :] in (truth, [*(f"{n}_decision" for n in names), *truth])
+    assert all(set(row[-1 - len(names) : -1]) <= {"0", "1"} for row in rows[1:])
+    assert all(row[-1].isdigit() for row in rows[1:])
     assert len(rows) == 1 + min(16, len(cli.datamodule.datasets["test"]))
     probs = [float(x) for row in rows[1:] for x in row[1 : 1 + len(names)]]
     assert all(0.0 <= p <= 1.0 for p in probs)

@@ -48,7 +48,11 @@ def _probabilities(path: Path) -> dict[str, list[float]]:
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     header = rows[0]
-    labels = [name for name in header[1:] if not name.endswith("_decision")]
+    labels = [
+        name
+        for name in header[1:]
+        if not name.endswith(("_decision", "_target")) and name != "group"
+    ]
     return {row[0]: [float(v) for v in row[1 : 1 + len(labels)]] for row in rows[1:]}
 
 

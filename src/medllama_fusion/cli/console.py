@@ -20,11 +20,12 @@ PROG = "medllama-fusion"
 SUBCOMMANDS: dict[str, str] = {
     "fit": "train a model (e.g. `medllama-fusion fit --config quickstart`)",
     "validate": "one evaluation epoch over the validation split",
-    "test": "evaluate a checkpoint on the test split: AUROC table with bootstrap 95% CIs",
+    "test": "evaluate a checkpoint on the test split: AUROC table with 95% CIs",
     "predict": "write predictions.csv (probabilities, decisions) for test or unlabelled data",
     "explain": "token and image attributions of a checkpoint's predictions (HTML + PNG)",
     "export": "merge LoRA and write a self-contained model folder (save_pretrained layout)",
     "optimize": "write a run's data once as a sharded stream for multi-node training (LitData)",
+    "compare": "paired AUROC difference of two models' predictions.csv (intervals, p-values)",
 }
 """Subcommand → one-line description, as shown by ``medllama-fusion --help``."""
 

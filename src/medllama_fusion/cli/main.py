@@ -688,14 +688,22 @@ def _debug_enabled() -> bool:
 def main(args: ArgsType = None) -> None:
     """Console entry point ``medllama-fusion`` (and ``python -m medllama_fusion``).
 
-    An input error (see :func:`user_error_message`) is printed to stderr as
-    ``medllama-fusion: error: <message>`` and ends the process with status 2; set the
-    environment variable ``MEDLLAMA_FUSION_DEBUG=1`` to get the traceback instead.
+    ``compare`` runs :func:`medllama_fusion.cli.compare.main` (no model, no trainer); every other
+    subcommand runs LightningCLI (:func:`cli_main`). An input error (see
+    :func:`user_error_message`) is printed to stderr as ``medllama-fusion: error: <message>`` and
+    ends the process with status 2; set the environment variable ``MEDLLAMA_FUSION_DEBUG=1`` to
+    get the traceback instead.
 
     Args:
         args: Command-line arguments; ``sys.argv`` if None.
     """
+    argv = sys.argv[1:] if args is None else args
     try:
+        if isinstance(argv, list) and argv[:1] == ["compare"]:
+            from medllama_fusion.cli.compare import main as compare
+
+            compare(argv[1:])
+            return
         cli_main(args)
     except Exception as error:
         message = user_error_message(error)

@@ -28,9 +28,11 @@ class PredictionCSVWriter(BasePredictionWriter):
 
     Columns: ``id`` then one column per label name of the module (``label_<i>`` if it has none),
     then ``<label>_decision`` (0/1) per label when the batches carry ``decisions``
-    (:class:`~medllama_fusion.trainers.operating_points.OperatingPoints` with thresholds).
-    With several processes each rank writes ``<stem>.rank<r>.csv``. Each process prints the path
-    of the file it wrote.
+    (:class:`~medllama_fusion.trainers.operating_points.OperatingPoints` with thresholds), then,
+    when the predicted data has labels (the batches carry ``target``), the true labels as
+    ``<label>_target`` (0/1) per label and the report group of each row as ``group``: what
+    ``medllama-fusion compare`` needs to compare two models' files. With several processes each
+    rank writes ``<stem>.rank<r>.csv``. Each process prints the path of the file it wrote.
 
     Args:
         path: Output file; defaults to ``<log_dir>/predictions.csv``.
@@ -70,15 +72,27 @@ class PredictionCSVWriter(BasePredictionWriter):
             for out in batches:
                 probs = out["probs"].float().cpu()
                 decisions = out.get("decisions")  # 0/1 at the OperatingPoints thresholds
+                target = out.get("target")  # 0/1 labels, when the data has them
                 if not header_written:
                     names = names or [f"label_{i}" for i in range(probs.shape[1])]
                     extra = [f"{n}_decision" for n in names] if decisions is not None else []
+                    if target is not None:
+                        extra += [*(f"{n}_target" for n in names), "group"]
                     writer.writerow(["id", *names, *extra])
                     header_written = True
                 ids = out["ids"] or [str(i) for i in range(len(probs))]
-                flags = decisions.cpu().tolist() if decisions is not None else [[]] * len(probs)
-                for example_id, row, flag in zip(ids, probs.tolist(), flags, strict=False):
-                    writer.writerow([example_id, *(f"{p:.6f}" for p in row), *flag])
+                columns = [[f"{p:.6f}" for p in row] for row in probs.tolist()]
+                if decisions is not None:
+                    flags = decisions.cpu().tolist()
+                    columns = [[*c, *f] for c, f in zip(columns, flags, strict=True)]
+                if target is not None:
+                    groups = out.get("group_index")
+                    group = groups.cpu().tolist() if groups is not None else [""] * len(probs)
+                    labels = target.long().cpu().tolist()
+                    rows = zip(columns, labels, group, strict=True)
+                    columns = [[*c, *t, g] for c, t, g in rows]
+                for example_id, row in zip(ids, columns, strict=False):
+                    writer.writerow([example_id, *row])
         self.written = path
         print(f"medllama-fusion: predictions written to {path.resolve()}", flush=True)
 

@@ -156,10 +156,11 @@ class FusionClassifier(LightningModule):
         bootstrap_resamples: Test-time bootstrap resamples for the intervals (0 disables them).
         bootstrap_seed: Seed of the bootstrap resampling.
         confidence: Confidence level of the test intervals.
-        min_positives: Fewest positives and negatives a class needs in the test set for an
-            interval and for the test macro mean (default 10, see
-            :data:`~medllama_fusion.metrics.DEFAULT_MIN_POSITIVES`); the others are reported with
-            a note and never averaged in.
+        min_positives: Fewest positive and negative reports a class needs in the test set for
+            an interval and for the test macro mean (default 5: from there on the intervals
+            covered 95-97 % in simulation, see
+            :data:`~medllama_fusion.metrics.DEFAULT_MIN_POSITIVES`); the others are reported
+            with a note and never averaged in.
         report_dir: Folder for the test table and ROC plot; defaults to the trainer's log dir.
         plot_roc: Write ``roc_curves.png`` at test time (needs the ``plots`` extra; without it
             the picture is skipped with a note).
@@ -502,13 +503,21 @@ class FusionClassifier(LightningModule):
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Any]:
-        """Return ``{"ids": [...], "probs": Tensor[B, C]}`` (plus ``index`` when the batch has it).
+        """Return ``{"ids": [...], "probs": Tensor[B, C]}`` and what else the batch carries.
 
-        Lightning shards prediction sets without repeating samples, so each id appears once.
+        ``index`` (dataset rows) when the batch has it; for labelled data also ``target`` (the
+        0/1 labels ``[B, C]``) and ``group_index`` (report groups ``[B]``), which
+        :class:`~medllama_fusion.trainers.PredictionCSVWriter` writes so that two models'
+        predictions can be compared (``medllama-fusion compare``). Lightning shards prediction
+        sets without repeating samples, so each id appears once.
         """
         out = {"ids": list(batch.get("ids", [])), "probs": torch.sigmoid(self(batch).float())}
         if batch.get("index") is not None:
             out["index"] = batch["index"]
+        if batch.get("labels") is not None:
+            out["target"] = batch["labels"].long()
+            if batch.get("group_index") is not None:
+                out["group_index"] = batch["group_index"]
         return out
 
     def _metric(self, stage: EvaluationStage) -> DefinedMultilabelAUROC:
