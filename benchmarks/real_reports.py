@@ -28,6 +28,9 @@ invocations and compared by a final one that reuses them::
     OMP_NUM_THREADS=1 python benchmarks/real_reports.py --models random --out runs/x &
     wait; python benchmarks/real_reports.py --models pretrained,random,bow --out runs/x
 
+``--attention-summary`` (with ``--pooling label_attention`` and the settings of a finished run)
+prints where each label of the saved pretrained model attends on the validation reports.
+
 ``--leakage`` instead fits the bag-of-words baseline on the text masked by each masking mode and
 reports its AUROC and the most predictive surviving tokens per class.
 """
@@ -392,6 +395,8 @@ def train_llm(
     )
     trainer.fit(classifier, train_loader, dm.val_dataloader())
     train_s = time.time() - start
+    # the trained weights without the frozen base (rebuilt by build_fusion), for inspection
+    torch.save(fusion.adapter_state_dict(), Path(args.out) / f"adapter-{model_name}.pt")
     val_auroc = float(trainer.callback_metrics.get("val/auroc", torch.tensor(math.nan)))
     outputs = trainer.predict(classifier, dm.predict_dataloader())
     test_ids = [s.id for s in dm.samples["test"]]
@@ -493,6 +498,56 @@ def top_tokens(vectorizer: Any, models: list[Any], k: int = 10) -> dict[str, lis
         coef = m.coef_[0]
         tops[name] = [str(t) for t in vocab[np.argsort(-coef)[:k]]]
     return tops
+
+
+@torch.no_grad()
+def attention_summary(args: argparse.Namespace, dm: Any, top: int = 8) -> dict[str, Any]:
+    """Where each label attends on the VALIDATION reports (a saved label-attention model).
+
+    Rebuilds the pretrained model of ``--out`` from ``adapter-pretrained.pt`` and, per label,
+    adds up its attention weight per token (lower-cased, word-start marker removed) over the
+    validation reports that have the label. Returns per label the number of such reports, the
+    mean largest single weight, and the ``top`` tokens by their share of the label's attention.
+    """
+    from medllama_fusion.data.dataset import model_inputs
+
+    if args.pooling != "label_attention":
+        sys.exit("--attention-summary needs --pooling label_attention")
+    path = Path(args.out) / "adapter-pretrained.pt"
+    if not path.is_file():
+        sys.exit(f"{path} is missing: train the pretrained model with these settings first")
+    fusion = build_fusion(args, random_init=False)
+    fusion.load_adapter_state_dict(torch.load(path, weights_only=True))
+    fusion.eval()
+    tokenizer = dm.preprocessing.loaded_tokenizer
+    mass: list[dict[str, float]] = [{} for _ in OPENI_LABELS]
+    peaks = np.zeros(len(OPENI_LABELS))
+    counts = np.zeros(len(OPENI_LABELS), dtype=np.int64)
+    for batch in dm.val_dataloader():
+        weights = fusion(**model_inputs(batch)).text_attention  # [B, C, L]
+        assert weights is not None
+        for b in range(weights.shape[0]):
+            valid = int(batch["attention_mask"][b].sum())
+            pieces = tokenizer.convert_ids_to_tokens(batch["input_ids"][b, :valid].tolist())
+            words = [p.replace("Ġ", "").replace("▁", "").lower() or p for p in pieces]
+            for c in (batch["labels"][b] > 0).nonzero().flatten().tolist():
+                row = weights[b, c, :valid].tolist()
+                counts[c] += 1
+                peaks[c] += max(row)
+                for word, w in zip(words, row, strict=True):
+                    mass[c][word] = mass[c].get(word, 0.0) + w
+    summary = {}
+    for c, name in enumerate(OPENI_LABELS):
+        n = max(int(counts[c]), 1)
+        ranked = sorted(mass[c].items(), key=lambda kv: -kv[1])[:top]
+        summary[name] = {
+            "val_positives": int(counts[c]),
+            "mean_max_weight": float(peaks[c] / n),
+            "top_tokens": [[word, round(m / n, 3)] for word, m in ranked],
+        }
+        shown = ", ".join(f"{word} {m / n:.2f}" for word, m in ranked)
+        print(f"{name} ({counts[c]} val positives, mean max weight {peaks[c] / n:.2f}): {shown}")
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -723,6 +778,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=50, help="print the loss every N steps")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument(
+        "--attention-summary",
+        action="store_true",
+        help="only print where each label of the saved label-attention model of --out attends "
+        "on the validation reports",
+    )
+    p.add_argument(
         "--leakage",
         action="store_true",
         help="only measure masking leakage with the bag-of-words baseline",
@@ -821,6 +882,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.leakage:
         result = leakage(args)
         (out / "leakage.json").write_text(json.dumps(result, indent=2))
+        return result
+    if args.attention_summary:
+        dm, _, _ = load_split(args, args.mask)
+        result = attention_summary(args, dm)
+        (out / "attention-summary.json").write_text(json.dumps(result, indent=2))
         return result
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
