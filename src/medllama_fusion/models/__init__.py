@@ -5,11 +5,12 @@ from medllama_fusion.models.fusion import (
     FusionContext,
     FusionModel,
     FusionOutput,
+    HeadPooling,
     MixedFusion,
     ParallelFusion,
     SerialFusion,
 )
-from medllama_fusion.models.heads import ClassificationHead
+from medllama_fusion.models.heads import ClassificationHead, LabelAttentionHead
 from medllama_fusion.models.layers import CrossAttentionBlock, CrossAttentionLayer, LlamaBlockStack
 from medllama_fusion.models.parameter_report import format_parameter_report
 from medllama_fusion.models.vision import VisionConfig, VisionEncoder
@@ -22,6 +23,8 @@ __all__ = [
     "FusionContext",
     "FusionModel",
     "FusionOutput",
+    "HeadPooling",
+    "LabelAttentionHead",
     "LlamaBackbone",
     "LlamaBlockStack",
     "MixedFusion",

@@ -13,6 +13,12 @@ Data flow (``B`` batch, ``L`` text length, ``P`` patches, ``D`` hidden size)::
 * :class:`SerialFusion` (late): text stack and vision stack, then cross layers on their outputs.
 * :class:`MixedFusion`: early cross layers (as parallel) and late cross layers (as serial).
 
+``pool`` and ``classify`` belong to the head, chosen by ``pooling``: ``"mean"`` (masked mean per
+modality, :class:`~medllama_fusion.models.heads.ClassificationHead`) or ``"label_attention"`` (one
+attention query per label over the valid text tokens and the image patches,
+:class:`~medllama_fusion.models.heads.LabelAttentionHead`; its weights are returned in
+:attr:`FusionOutput.text_attention` / :attr:`FusionOutput.image_attention`).
+
 Write a new variant by subclassing :class:`FusionModel`: override :meth:`FusionModel.cross_layout`
 (how many early / late cross layers to build) and :meth:`FusionModel.fuse`, using the building
 blocks :meth:`~FusionModel.encode_text`, :meth:`~FusionModel.encode_image` and
@@ -46,7 +52,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from medllama_fusion.errors import check_choice
 from medllama_fusion.models.backbone import BackboneConfig, LlamaBackbone
-from medllama_fusion.models.heads import ClassificationHead, masked_mean
+from medllama_fusion.models.heads import ClassificationHead, HeadPooling, LabelAttentionHead
 from medllama_fusion.models.layers import (
     CrossAttentionLayer,
     RotaryEmbeddings,
@@ -63,6 +69,7 @@ __all__ = [
     "FusionContext",
     "FusionModel",
     "FusionOutput",
+    "HeadPooling",
     "MixedFusion",
     "ParallelFusion",
     "SerialFusion",
@@ -82,13 +89,23 @@ class FusionOutput:
 
     Attributes:
         logits: ``[B, num_labels]`` (apply sigmoid / BCE-with-logits outside).
-        text_features: ``[B, D]`` pooled text features, ``None`` when text is missing.
-        image_features: ``[B, D]`` pooled image features, ``None`` when the image is missing.
+        text_features: ``[B, D]`` pooled text features (``[B, num_labels, D]``, one per label,
+            with ``pooling="label_attention"``), ``None`` when text is missing.
+        image_features: ``[B, D]`` pooled image features (``[B, num_labels, D]`` with label
+            attention), ``None`` when the image is missing.
+        text_attention: ``[B, num_labels, L]`` each label's attention weights over the text
+            tokens (0 at padding, summing to 1 over the valid tokens) with
+            ``pooling="label_attention"``; ``None`` with mean pooling or without text.
+        image_attention: ``[B, num_labels, P]`` each label's attention weights over the image
+            patches (row-major patch grid) with ``pooling="label_attention"``; ``None``
+            otherwise.
     """
 
     logits: Tensor
     text_features: Tensor | None = None
     image_features: Tensor | None = None
+    text_attention: Tensor | None = None
+    image_attention: Tensor | None = None
 
 
 @dataclass
@@ -104,6 +121,9 @@ class FusionContext:
         text_keep: ``[B, 1]`` 1/0 presence of text per sample (``text_present`` combined with
             modality dropout) or ``None`` (all present).
         image_keep: ``[B, 1]`` 1/0 presence of the image per sample or ``None``.
+        text_attention: ``[B, num_labels, L]`` label attention over the text, set by
+            :meth:`FusionModel.pool` with ``pooling="label_attention"``.
+        image_attention: ``[B, num_labels, P]`` label attention over the patches, likewise.
     """
 
     text_valid: Tensor | None = None
@@ -113,6 +133,8 @@ class FusionContext:
     image_rope: RotaryEmbeddings | None = None
     text_keep: Tensor | None = None
     image_keep: Tensor | None = None
+    text_attention: Tensor | None = None
+    image_attention: Tensor | None = None
 
 
 def _add(a: Tensor | None, b: Tensor | None, keep: Tensor | None = None) -> Tensor | None:
@@ -156,6 +178,12 @@ class FusionModel(nn.Module, ABC):
         blocks_init: ``"backbone"`` (vision/cross blocks from pretrained layers, frozen + LoRA)
             or ``"random"`` (new blocks, trained in full).
         modality_dropout: Training-time probability of dropping one modality per sample.
+        pooling: How the head pools each modality: ``"mean"`` (masked mean over the valid
+            tokens / all patches) or ``"label_attention"`` (one attention query per label over
+            them; each label reads its own words or patches, and the weights are returned for
+            explanation).
+        label_attention_size: Size of the attention projection with
+            ``pooling="label_attention"`` (unused with mean pooling).
     """
 
     def __init__(
@@ -168,9 +196,14 @@ class FusionModel(nn.Module, ABC):
         dropout: float = 0.1,
         blocks_init: BlocksInit = "backbone",
         modality_dropout: float = 0.0,
+        pooling: HeadPooling = "mean",
+        label_attention_size: int = 256,
     ) -> None:
         super().__init__()
         check_choice(blocks_init, BlocksInit, "blocks_init")
+        check_choice(pooling, HeadPooling, "pooling")
+        if label_attention_size < 1:
+            raise ValueError(f"label_attention_size must be >= 1, got {label_attention_size}.")
         if num_cross_layers < 0:
             raise ValueError(f"num_cross_layers must be >= 0, got {num_cross_layers}.")
         if not 0.0 <= modality_dropout < 1.0:
@@ -179,6 +212,7 @@ class FusionModel(nn.Module, ABC):
             raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
         self.blocks_init = blocks_init
         self.modality_dropout = modality_dropout
+        self.pooling = pooling
         vision_from_backbone = (
             vision.init_from_backbone
             if vision.init_from_backbone is not None
@@ -225,7 +259,12 @@ class FusionModel(nn.Module, ABC):
         norm_eps = llama_config.rms_norm_eps
         self.text_norm = LlamaRMSNorm(hidden, eps=norm_eps).to(_TRAINABLE_DTYPE)
         self.image_norm = LlamaRMSNorm(hidden, eps=norm_eps).to(_TRAINABLE_DTYPE)
-        self.head = ClassificationHead(hidden, num_labels, dropout).to(_TRAINABLE_DTYPE)
+        self.head: ClassificationHead | LabelAttentionHead
+        if pooling == "label_attention":
+            self.head = LabelAttentionHead(hidden, num_labels, dropout, label_attention_size)
+        else:
+            self.head = ClassificationHead(hidden, num_labels, dropout)
+        self.head.to(_TRAINABLE_DTYPE)
         self.set_gradient_checkpointing(backbone.gradient_checkpointing)
 
         self.lora_modules: list[str] = []
@@ -261,7 +300,11 @@ class FusionModel(nn.Module, ABC):
         return self.head.num_labels
 
     def reset_head(self, num_labels: int) -> None:
-        """Rebuild the last ``Linear`` of the head for ``num_labels`` outputs (fine-tuning)."""
+        """Rebuild the label-specific part of the head for ``num_labels`` outputs (fine-tuning).
+
+        Mean pooling: the last ``Linear``. Label attention: the attention queries and the
+        per-label scores (the shared projections are kept).
+        """
         self.head.reset_classifier(num_labels)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
@@ -427,17 +470,29 @@ class FusionModel(nn.Module, ABC):
     def pool(
         self, text: Tensor | None, image: Tensor | None, ctx: FusionContext
     ) -> tuple[Tensor | None, Tensor | None]:
-        """Final RMSNorm per modality, then masked mean over valid tokens / all patches."""
-        text_features = (
-            masked_mean(self.text_norm(text), ctx.text_valid) if text is not None else None
-        )
-        image_features = masked_mean(self.image_norm(image), None) if image is not None else None
+        """Final RMSNorm per modality, then the head's pooling over valid tokens / all patches.
+
+        Mean pooling gives ``[B, D]`` per modality; label attention gives ``[B, num_labels, D]``
+        and stores its weights in ``ctx.text_attention`` / ``ctx.image_attention``.
+        """
+        text_features = image_features = None
+        if text is not None:
+            text_features, ctx.text_attention = self.head.pool(
+                self.text_norm(text), ctx.text_valid, "text"
+            )
+        if image is not None:
+            image_features, ctx.image_attention = self.head.pool(
+                self.image_norm(image), None, "image"
+            )
         return text_features, image_features
 
     def classify(
         self, text_features: Tensor | None, image_features: Tensor | None, ctx: FusionContext
     ) -> Tensor:
-        """Head logits ``[B, num_labels]`` from pooled features."""
+        """Head logits ``[B, num_labels]`` from pooled features.
+
+        An absent modality (``None``, or keep flag 0 for a sample) contributes nothing.
+        """
         return self.head(text_features, image_features, ctx.text_keep, ctx.image_keep)  # type: ignore[no-any-return]
 
     def forward(
@@ -460,8 +515,9 @@ class FusionModel(nn.Module, ABC):
                 whose image is missing (its ``pixel_values`` are ignored).
 
         Returns:
-            Logits and pooled features (features of an absent modality are meaningless for
-            that sample).
+            Logits, pooled features and, with ``pooling="label_attention"``, the attention
+            weights (features and weights of an absent modality are meaningless for that
+            sample).
         """
         ctx = self.prepare(input_ids, attention_mask, pixel_values, text_present, image_present)
         text = self.embed_text(input_ids, ctx) if input_ids is not None else None
@@ -469,7 +525,9 @@ class FusionModel(nn.Module, ABC):
         text, image = self.fuse(text, image, ctx)
         text_features, image_features = self.pool(text, image, ctx)
         logits = self.classify(text_features, image_features, ctx)
-        return FusionOutput(logits, text_features, image_features)
+        return FusionOutput(
+            logits, text_features, image_features, ctx.text_attention, ctx.image_attention
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def frozen_module_names(self) -> list[str]:

@@ -9,6 +9,12 @@ token embeddings and the image's patch tokens, and writes per sample
 ``<id>.html`` (highlighted tokens,
 the overlay and all probabilities). Needs the ``explain`` extra
 (``pip install "medllama-fusion[explain]"``: Captum and matplotlib).
+
+For a model whose head uses label attention (``pooling="label_attention"``), each explained
+label also gets that label's attention weights
+(:func:`~medllama_fusion.inference.explain.attribution.label_attention`): over the report tokens
+on the HTML page, beside its Integrated Gradients, and over the patches as a second row of
+heatmaps in the PNG.
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medllama_fusion.data.dataset import model_inputs
 from medllama_fusion.data.images import ImageInput
 from medllama_fusion.datasets.csv_reader import IMAGE_SUFFIXES
 from medllama_fusion.errors import InputError
 from medllama_fusion.extras import require
 from medllama_fusion.inference.explain.attribution import (
     Attributions,
+    LabelAttentionWeights,
     integrated_gradients,
+    label_attention,
     patch_grid,
 )
 from medllama_fusion.inference.explain.render import heatmap, render_html, save_overlay
@@ -33,10 +42,12 @@ from medllama_fusion.inference.pipeline import FusionPipeline
 
 __all__ = [
     "Attributions",
+    "LabelAttentionWeights",
     "SampleExplanation",
     "explain_sample",
     "explain_samples",
     "integrated_gradients",
+    "label_attention",
 ]
 
 
@@ -50,6 +61,10 @@ class SampleExplanation:
         tokens: The report's tokens (as the tokenizer splits them).
         token_scores: Explained label → per-token scores.
         patch_scores: Explained label → per-patch scores (row-major patch grid).
+        token_attention: Explained label → the label's attention weight per token (0 at
+            padding, summing to 1 over the report); empty unless the model uses label attention.
+        patch_attention: Explained label → the label's attention weight per patch (row-major
+            patch grid, summing to 1); empty unless the model uses label attention.
         png: Overlay PNG written, if any.
         html: HTML page written, if any.
     """
@@ -59,6 +74,8 @@ class SampleExplanation:
     tokens: list[str] = field(default_factory=list)
     token_scores: dict[str, list[float]] = field(default_factory=dict)
     patch_scores: dict[str, list[float]] = field(default_factory=dict)
+    token_attention: dict[str, list[float]] = field(default_factory=dict)
+    patch_attention: dict[str, list[float]] = field(default_factory=dict)
     png: Path | None = None
     html: Path | None = None
 
@@ -68,6 +85,12 @@ def _safe_name(sample_id: str) -> str:
     path = Path(sample_id)
     stem = path.stem if path.suffix.lower() in IMAGE_SUFFIXES else sample_id
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "sample"
+
+
+def _present(batch: dict[str, Any], key: str) -> bool:
+    """Whether the batch's first sample has the modality (no flag: present)."""
+    flags = batch.get(key)
+    return flags is None or bool(flags[0])
 
 
 def explain_sample(
@@ -80,6 +103,9 @@ def explain_sample(
     n_steps: int = 32,
 ) -> SampleExplanation:
     """Explain one image + report: attributions for ``labels`` and (optionally) files.
+
+    With a label-attention head the explanation also carries each explained label's attention
+    weights over the tokens and patches.
 
     Args:
         pipe: The pipeline (model and preprocessing).
@@ -110,7 +136,10 @@ def explain_sample(
     result = SampleExplanation(sample_id, probs)
     if "input_ids" in batch:
         result.tokens = list(pipe.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist()))
+    inputs = model_inputs(batch)
+    weights: LabelAttentionWeights | None = label_attention(pipe.model, **inputs)
     maps = {}
+    attention_maps = {}
     for name in labels:
         attr = integrated_gradients(
             pipe.model,
@@ -128,12 +157,25 @@ def explain_sample(
             result.patch_scores[name] = attr.patches[0].cpu().tolist()
             pixels = batch["pixel_values"][0, 0]
             maps[name] = heatmap(attr.patches[0], patch_grid(pipe.model), tuple(pixels.shape))
+        if weights is None:
+            continue
+        index = pipe.label_names.index(name)
+        if weights.tokens is not None and result.tokens and _present(batch, "text_present"):
+            result.token_attention[name] = weights.tokens[0, index].cpu().tolist()
+        if weights.patches is not None and _present(batch, "image_present"):
+            result.patch_attention[name] = weights.patches[0, index].cpu().tolist()
+            pixels = batch["pixel_values"][0, 0]
+            attention_maps[name] = heatmap(
+                weights.patches[0, index], patch_grid(pipe.model), tuple(pixels.shape)
+            )
     if output_dir is not None:
         out = Path(output_dir)
         stem = _safe_name(sample_id)
         if maps:
             pixels = batch["pixel_values"][0, 0].float().cpu().numpy()
-            result.png = save_overlay(pixels, maps, probs, out / f"{stem}.png", title=sample_id)
+            result.png = save_overlay(
+                pixels, maps, probs, out / f"{stem}.png", title=sample_id, attention=attention_maps
+            )
         decisions = pipe.decide(probs) if pipe.thresholds else None
         result.html = render_html(
             sample_id,
@@ -142,6 +184,7 @@ def explain_sample(
             result.png,
             out / f"{stem}.html",
             decisions,
+            {k: (result.tokens, v) for k, v in result.token_attention.items()},
         )
     return result
 

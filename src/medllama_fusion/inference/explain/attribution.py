@@ -8,6 +8,10 @@ and attribution goes to image content). Scores per token / patch are sums over t
 by the completeness of Integrated Gradients all scores of a sample add up to
 ``logit(input) - logit(baseline)`` (up to the reported convergence delta). Needs the ``explain``
 extra (Captum).
+
+For a model with ``pooling="label_attention"``, :func:`label_attention` reads the head's own
+per-label attention weights over the report tokens and the patches (one forward, no gradients):
+where each label's pooling looks, beside where the evidence for its logit lies.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from torch import Tensor
 from medllama_fusion.extras import require
 from medllama_fusion.models import FusionModel
 
-__all__ = ["Attributions", "integrated_gradients", "patch_grid"]
+__all__ = [
+    "Attributions",
+    "LabelAttentionWeights",
+    "integrated_gradients",
+    "label_attention",
+    "patch_grid",
+]
 
 
 @dataclass
@@ -38,6 +48,21 @@ class Attributions:
     tokens: Tensor | None
     patches: Tensor | None
     delta: Tensor
+
+
+@dataclass
+class LabelAttentionWeights:
+    """The head's per-label attention weights for a batch (``pooling="label_attention"``).
+
+    Attributes:
+        tokens: ``[B, C, L]`` weights over the report tokens (0 at padding, summing to 1 over
+            a report's tokens) or ``None`` without text.
+        patches: ``[B, C, P]`` weights over the image patches (row-major patch grid) or
+            ``None`` without an image.
+    """
+
+    tokens: Tensor | None
+    patches: Tensor | None
 
 
 @contextmanager
@@ -138,3 +163,40 @@ def integrated_gradients(
         tokens = tokens * attention_mask.to(tokens.dtype)
     patches = scores.pop(0) if has_image else None
     return Attributions(tokens, patches, delta.detach().float())
+
+
+@torch.no_grad()
+def label_attention(
+    model: FusionModel,
+    input_ids: Tensor | None = None,
+    attention_mask: Tensor | None = None,
+    pixel_values: Tensor | None = None,
+    text_present: Tensor | None = None,
+    image_present: Tensor | None = None,
+) -> LabelAttentionWeights | None:
+    """Each label's attention over the tokens and patches, from one forward in eval mode.
+
+    Args:
+        model: The fusion model (put in eval mode here).
+        input_ids: ``[B, L]`` or ``None``.
+        attention_mask: ``[B, L]`` or ``None``.
+        pixel_values: ``[B, C, H, W]`` normalised images or ``None``.
+        text_present: ``[B]`` bool presence of the report per sample, or ``None``.
+        image_present: ``[B]`` bool presence of the image per sample, or ``None``.
+
+    Returns:
+        The weights (float32, on the model's device; those of an absent modality are
+        meaningless for that sample), or ``None`` when the model's head does not use label
+        attention.
+    """
+    model.eval()
+    if pixel_values is not None:
+        pixel_values = pixel_values.to(model.backbone.dtype)
+    out = model(input_ids, attention_mask, pixel_values, text_present, image_present)
+    if out.text_attention is None and out.image_attention is None:
+        return None
+
+    def plain(weights: Tensor | None) -> Tensor | None:
+        return None if weights is None else weights.detach().float()
+
+    return LabelAttentionWeights(plain(out.text_attention), plain(out.image_attention))

@@ -41,15 +41,18 @@ def save_overlay(
     probabilities: Mapping[str, float],
     path: str | Path,
     title: str = "",
+    attention: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write the image and one heatmap overlay per explained label side by side (PNG).
 
     Args:
         image: ``[H, W]`` grayscale image (any range; min-max scaled for display).
-        maps: Label → ``[H, W]`` heatmap in ``[0, 1]``.
+        maps: Label → ``[H, W]`` heatmap in ``[0, 1]`` (Integrated Gradients, first row).
         probabilities: Label → probability (shown in the panel titles).
         path: Output PNG.
         title: Figure title (e.g. the sample id).
+        attention: Label → ``[H, W]`` label-attention map in ``[0, 1]``; when given, a second
+            row shows them under the first.
 
     Returns:
         ``path``.
@@ -63,16 +66,22 @@ def save_overlay(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 1 + len(maps)
-    fig, axes = plt.subplots(1, panels, figsize=(2.6 * panels, 2.9), squeeze=False)
+    rows = [("Integrated Gradients", "inferno", maps)]
+    if attention:
+        rows.append(("label attention", "viridis", attention))
+    panels = 1 + max(len(row[2]) for row in rows)
+    fig, axes = plt.subplots(
+        len(rows), panels, figsize=(2.6 * panels, 2.9 * len(rows)), squeeze=False
+    )
     shown = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
-    axes[0, 0].imshow(shown, cmap="gray", vmin=0, vmax=1)
-    axes[0, 0].set_title("image", fontsize=8)
-    for ax, (label, values) in zip(axes[0, 1:], maps.items(), strict=True):
-        ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
-        ax.imshow(values, cmap="inferno", alpha=0.55 * (values > 0.05), vmin=0, vmax=1)
-        ax.set_title(f"{label} p={probabilities.get(label, float('nan')):.2f}", fontsize=8)
-    for ax in axes[0]:
+    for r, (kind, cmap, row_maps) in enumerate(rows):
+        axes[r, 0].imshow(shown, cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title("image" if len(rows) == 1 else f"image ({kind} →)", fontsize=8)
+        for ax, (label, values) in zip(axes[r, 1:], row_maps.items(), strict=False):
+            ax.imshow(shown, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(values, cmap=cmap, alpha=0.55 * (values > 0.05), vmin=0, vmax=1)
+            ax.set_title(f"{label} p={probabilities.get(label, float('nan')):.2f}", fontsize=8)
+    for ax in axes.flat:
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
@@ -84,12 +93,14 @@ def save_overlay(
     return path
 
 
-def _token_spans(tokens: Sequence[str], scores: Sequence[float]) -> str:
+def _token_spans(
+    tokens: Sequence[str], scores: Sequence[float], positive: str = "220,40,40"
+) -> str:
     peak = max((abs(s) for s in scores), default=0.0) or 1.0
     spans = []
     for token, score in zip(tokens, scores, strict=True):
         alpha = min(1.0, abs(score) / peak)
-        colour = "220,40,40" if score >= 0 else "40,90,220"
+        colour = positive if score >= 0 else "40,90,220"
         spans.append(
             f'<span title="{score:+.4f}" style="background:rgba({colour},{alpha:.2f})">'
             f"{html.escape(token)}</span>"
@@ -104,6 +115,7 @@ def render_html(
     overlay_png: str | Path | None,
     path: str | Path,
     decisions: Mapping[str, int] | None = None,
+    token_attention: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None,
 ) -> Path:
     """Write one self-contained HTML page for a sample (the overlay PNG embedded).
 
@@ -115,6 +127,8 @@ def render_html(
         overlay_png: PNG from :func:`save_overlay` to embed, or ``None``.
         path: Output HTML file.
         decisions: Optional label → 0/1 at the stored thresholds.
+        token_attention: Optional label → ``(tokens, weights)`` of a label-attention head,
+            shown (green, scaled to the label's largest weight) under the label's scores.
 
     Returns:
         ``path``.
@@ -130,10 +144,18 @@ def render_html(
         + ("<th>decision</th>" if decisions else "")
         + "</tr>"
     )
-    texts = "".join(
-        f"<h3>{html.escape(label)}</h3><p class='tokens'>{_token_spans(tokens, scores)}</p>"
-        for label, (tokens, scores) in token_scores.items()
-    )
+    attention = dict(token_attention or {})
+    texts = ""
+    for label, (tokens, scores) in token_scores.items():
+        texts += (
+            f"<h3>{html.escape(label)}</h3><p class='tokens'>{_token_spans(tokens, scores)}</p>"
+        )
+        if label in attention:
+            texts += (
+                "<p class='caption'>label attention (where this label's pooling looks; hover a "
+                "token for its weight)</p><p class='tokens attention'>"
+                f"{_token_spans(*attention[label], positive='30,160,70')}</p>"
+            )
     image = ""
     if overlay_png is not None:
         data = base64.b64encode(Path(overlay_png).read_bytes()).decode("ascii")
@@ -144,9 +166,11 @@ def render_html(
         "body{font-family:sans-serif;max-width:60em;margin:1em auto}"
         "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
         ".tokens{line-height:1.9}.tokens span{padding:1px 2px;border-radius:3px}"
+        ".caption{font-size:85%;color:#555;margin-bottom:0}"
         "</style></head><body>"
         f"<h1>{html.escape(sample_id)}</h1>{image}"
-        "<h2>Report tokens (Integrated Gradients; red supports the label, blue opposes)</h2>"
+        "<h2>Report tokens (Integrated Gradients; red supports the label, blue opposes"
+        f"{'; green: label attention' if attention else ''})</h2>"
         f"{texts}<h2>Probabilities</h2><table>{head}{rows}</table></body></html>\n"
     )
     path = Path(path)
