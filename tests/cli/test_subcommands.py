@@ -1,7 +1,8 @@
-"""All seven subcommands parse the same way: --config, --ckpt_path last, --print_config, --help."""
+"""Every subcommand parses the same way: --config, --ckpt_path last, --print_config, --help."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def test_every_subcommand_answers_help_and_print_config(
     assert printed["run_name"] == "quickstart"
 
 
-def test_a_mistyped_subcommand_lists_all_seven() -> None:
+def test_a_mistyped_subcommand_lists_every_subcommand() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "medllama_fusion", "explian", "--config", "quickstart"],
         capture_output=True,
@@ -49,7 +50,8 @@ def test_a_mistyped_subcommand_lists_all_seven() -> None:
         timeout=300,
     )
     assert result.returncode == 2
-    assert "{fit,validate,test,predict,explain,export,optimize}" in result.stderr
+    assert "{" + ",".join(SUBCOMMANDS) + "}" in result.stderr
+    assert {"audit", "explain", "export", "optimize"} <= set(SUBCOMMANDS)
     assert "Traceback" not in result.stderr
 
 
@@ -103,6 +105,76 @@ def test_explain_and_export_take_the_quickstart_and_ckpt_path_last(
         ]
     )
     assert len(list((fitted / "w2").glob("*.html"))) == 1
+
+
+@pytest.fixture(scope="module")
+def quickstart_fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short quickstart fit on the quickstart's own demo data (5+ positives per class)."""
+    folder = tmp_path_factory.mktemp("quickstart")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        main(
+            [
+                "fit",
+                "--config",
+                "quickstart",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.limit_train_batches",
+                "4",
+                "--trainer.limit_val_batches",
+                "1",
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
+    return folder
+
+
+def test_audit_and_test_audit_report_the_same_table(
+    quickstart_fitted: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fitted = quickstart_fitted
+    monkeypatch.chdir(fitted)
+    common = ["--config", "quickstart", "--ckpt_path", "last"]
+    main(["audit", *common, "--contribution_samples", "3", "--output_dir", "audit"])
+    printed = capsys.readouterr().out
+    assert "Modality contribution (occlusion, arXiv 2503.01904; 3 samples)" in printed
+    with (fitted / "audit" / "audit.csv").open(newline="") as handle:
+        rows = {row["condition"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == [
+        "full",
+        "no_image",
+        "no_text",
+        "mask_words",
+        "mask_sentence",
+        "modality_contribution_text",
+    ]
+    assert 0.0 <= float(rows["modality_contribution_text"]["difference"]) <= 1.0
+    for name in ("no_image", "no_text", "mask_words", "mask_sentence"):
+        row = rows[name]
+        difference = float(row["macro_auroc"]) - float(rows["full"]["macro_auroc"])
+        assert float(row["difference"]) == pytest.approx(difference, abs=1e-9)
+        assert float(row["ci_low"]) <= float(row["difference"]) <= float(row["ci_high"])
+        assert 0.0 <= float(row["p_value"]) <= 1.0
+    # `test --audit` (a bare switch) runs the same audit after the test, in the test's folder
+    progress = ["--trainer.enable_progress_bar", "false"]
+    main(["test", *common, "--audit", *progress])
+    printed = capsys.readouterr().out
+    assert "Audit of the test split" in printed
+    written = sorted(Path("outputs/quickstart/test").glob("version_*/audit.csv"))
+    with written[-1].open(newline="") as handle:
+        again = {row["condition"]: row for row in csv.DictReader(handle)}
+    for name in ("full", "no_image", "no_text", "mask_words", "mask_sentence"):
+        assert float(again[name]["macro_auroc"]) == pytest.approx(
+            float(rows[name]["macro_auroc"]), abs=1e-6
+        )
+    with (written[-1].parent / "test_auroc.csv").open(newline="") as handle:
+        tested = {row["label"]: row for row in csv.DictReader(handle)}
+    # the audit's full model is the tested model: the same macro AUROC over the same classes
+    assert float(tested["mean"]["auroc"]) == pytest.approx(
+        float(again["full"]["macro_auroc"]), abs=1e-6
+    )
 
 
 def test_optimize_takes_a_preset_name(

@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "validate": "one evaluation epoch over the validation split",
     "test": "evaluate a checkpoint on the test split: AUROC table with 95% CIs",
     "predict": "write predictions.csv (probabilities, decisions) for test or unlabelled data",
+    "audit": "where a checkpoint's AUROC comes from: each modality removed, label words masked",
     "explain": "token and image attributions of a checkpoint's predictions (HTML + PNG)",
     "export": "merge LoRA and write a self-contained model folder (save_pretrained layout)",
     "optimize": "write a run's data once as a sharded stream for multi-node training (LitData)",

@@ -1,8 +1,8 @@
-"""Command-line interface: ``medllama-fusion {fit,validate,test,predict,explain,export,optimize}``.
+"""Command-line interface: ``medllama-fusion <subcommand>`` (fit, validate, test, predict, ...).
 
 One :class:`~lightning.pytorch.cli.LightningCLI` subclass parses every subcommand, so
 ``--config <preset or file>``, ``--ckpt_path last``, ``--print_config`` and ``--help`` behave
-the same in all seven. Models and data modules are selected by ``class_path`` (short names such
+the same in all eight. Models and data modules are selected by ``class_path`` (short names such
 as ``FusionClassifier``, ``ParallelFusion``, ``FusionDataModule`` and ``OpenIDataset`` resolve
 once :mod:`medllama_fusion` is imported; your own classes by dotted path). Links:
 
@@ -79,16 +79,6 @@ DEBUG_ENV = "MEDLLAMA_FUSION_DEBUG"
 """Environment variable: set to ``1`` to see the traceback of an input error."""
 RUN_VERSION_ENV = "MEDLLAMA_FUSION_RUN_VERSION"
 """Set by the first process of a run so that the processes it launches write to its folder."""
-SUBCOMMANDS: tuple[str, ...] = (
-    "fit",
-    "validate",
-    "test",
-    "predict",
-    "explain",
-    "export",
-    "optimize",
-)
-
 _USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError)
 _SUBCOMMAND_EXTRAS: dict[str, str] = {"explain": "explain", "optimize": "streaming"}
 """Subcommands that need an extra: checked right after parsing, before any file is opened."""
@@ -125,10 +115,11 @@ class FusionCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """Lightning's four subcommands plus ``explain``, ``export`` and ``optimize``."""
+        """Lightning's four subcommands plus ``audit``, ``explain``, ``export``, ``optimize``."""
         extra = {"model", "datamodule"}
         return {
             **LightningCLI.subcommands(),
+            "audit": set(extra),
             "explain": set(extra),
             "export": set(extra),
             "optimize": set(extra),
@@ -354,6 +345,10 @@ class FusionCLI(LightningCLI):
         self._print_results()
 
 
+SUBCOMMANDS: tuple[str, ...] = tuple(FusionCLI.subcommands())
+"""The subcommands LightningCLI parses (``compare`` reads files only and has its own parser)."""
+
+
 def _next_version(folder: Path) -> int:
     """One more than the highest ``version_<n>`` in ``folder`` that holds anything (0 for none).
 
@@ -492,6 +487,20 @@ def resolve_preset_configs(argv: list[str]) -> list[str]:
     return out
 
 
+SWITCHES: tuple[str, ...] = ("--audit",)
+"""Boolean options that may be given bare: ``test --audit`` means ``test --audit true``."""
+
+
+def _switches(argv: list[str]) -> list[str]:
+    """Give a bare :data:`SWITCHES` option its ``true`` (jsonargparse wants a value)."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        bare = following is None or following.startswith("-")
+        out.append(f"{arg}=true" if arg in SWITCHES and bare else arg)
+    return out
+
+
 def _stored_config(argv: list[str]) -> list[str]:
     """Without ``--config``, use the configuration stored in ``--ckpt_path``'s checkpoint.
 
@@ -613,11 +622,11 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
     owned = RUN_VERSION_ENV not in os.environ
     try:
         if args is None:  # read sys.argv ourselves: passing it as args makes LightningCLI warn
-            argv = _stored_config(resolve_preset_configs(sys.argv[1:]))
+            argv = _stored_config(resolve_preset_configs(_switches(sys.argv[1:])))
             with _command_line(argv):
                 return build(None)
         if isinstance(args, list):  # parsed like sys.argv (LightningCLI warns when given both)
-            with _command_line(_stored_config(resolve_preset_configs(args))):
+            with _command_line(_stored_config(resolve_preset_configs(_switches(args)))):
                 return build(None)
         return build(args)
     finally:

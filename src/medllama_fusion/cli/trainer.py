@@ -1,4 +1,4 @@
-"""The command line's trainer: Lightning's plus ``explain``, ``export`` and ``optimize``.
+"""The command line's trainer: Lightning's plus ``audit``, ``explain``, ``export``, ``optimize``.
 
 LightningCLI builds one subcommand per ``Trainer`` method named in
 :meth:`~medllama_fusion.cli.main.FusionCLI.subcommands`, with that method's arguments, so these
@@ -6,7 +6,8 @@ three parse, take ``--config``, ``--ckpt_path last``, ``--print_config`` and ``-
 like ``fit``, ``validate``, ``test`` and ``predict``. Each method uses the model and data module
 the command line built from the configuration, and the checkpoint's weights, preprocessing
 record and thresholds (opened without running code from it, see
-:mod:`medllama_fusion.inference.checkpoints`).
+:mod:`medllama_fusion.inference.checkpoints`). ``test --audit true`` runs the audit after the
+test, on the tested model.
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.trainer.trainer import _EVALUATE_OUTPUT, _PATH
+from lightning.pytorch.utilities.types import EVAL_DATALOADERS
+from torch import nn
 
+from medllama_fusion.data.preprocessing import Preprocessing
+from medllama_fusion.datamodules import FusionDataModule
 from medllama_fusion.errors import InputError
 from medllama_fusion.extras import require
+from medllama_fusion.inference.audit import AUDIT_CONDITIONS, AuditCondition, AuditReport, audit
 from medllama_fusion.inference.checkpoints import load_checkpoint
 from medllama_fusion.inference.pipeline import FusionPipeline, preprocessing_from_checkpoint
+from medllama_fusion.metrics import DEFAULT_MIN_POSITIVES
 from medllama_fusion.trainers import FusionClassifier
 from medllama_fusion.trainers.operating_points import thresholds_from_checkpoint
 
@@ -54,8 +62,159 @@ def _pipeline(
     return FusionPipeline(model.fusion, record, thresholds_from_checkpoint(raw))
 
 
+def _audit_split(datamodule: LightningDataModule | None, split: str) -> Any:
+    """The labelled split ``split`` of a file-based data module, set up."""
+    if not isinstance(datamodule, FusionDataModule):
+        raise InputError(
+            "audit needs a FusionDataModule data section (OpenI, CSV or demo files); a "
+            f"{type(datamodule).__name__} cannot re-encode the reports with masking."
+        )
+    datamodule.setup("test")
+    dataset = datamodule.datasets[split]
+    if len(dataset) == 0:
+        raise InputError(f"the {split} split of {datamodule.source_description()} is empty.")
+    return dataset
+
+
 class FusionTrainer(Trainer):
     """Lightning's ``Trainer`` with the library's extra subcommands (see the module docstring)."""
+
+    def test(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: EVAL_DATALOADERS | LightningDataModule | None = None,
+        ckpt_path: _PATH | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+        weights_only: bool | None = None,
+        audit: bool = False,
+    ) -> _EVALUATE_OUTPUT:
+        """Lightning's test; with ``audit=True`` the audit of the tested model follows.
+
+        Args:
+            model: The model.
+            dataloaders: Test dataloaders (or a data module).
+            ckpt_path: The checkpoint to test, or ``last`` (the newest run of this
+                configuration).
+            verbose: Print the test results.
+            datamodule: The data module.
+            weights_only: ``false`` opens a checkpoint that asks to run code (your own older
+                files only).
+            audit: Also run the modality and leakage audit (see :meth:`audit`) on the test
+                split, with the defaults of the ``audit`` subcommand.
+
+        Returns:
+            Lightning's test results.
+        """
+        results = super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+        if audit:
+            tested = model if model is not None else self.lightning_module
+            if not isinstance(tested, FusionClassifier):
+                raise InputError("test --audit works on FusionClassifier models.")
+            data = dataloaders if isinstance(dataloaders, LightningDataModule) else datamodule
+            dataset = _audit_split(data, "test")
+            self._run_audit(
+                tested.fusion,
+                dataset,
+                data.preprocessing,  # type: ignore[union-attr]
+                "test",
+                batch_size=int(data.loader.batch_size),  # type: ignore[union-attr]
+                min_positives=int(tested.hparams["min_positives"]),
+            )
+        return results
+
+    def audit(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        ckpt_path: str | Path | None = None,
+        weights_only: bool | None = None,
+        split: Literal["train", "val", "test"] = "test",
+        conditions: list[AuditCondition] | None = None,
+        contribution_samples: int | None = 100,
+        batch_size: int | None = None,
+        confidence: float = 0.95,
+        min_positives: int = DEFAULT_MIN_POSITIVES,
+        output_dir: str | None = None,
+    ) -> AuditReport:
+        """Where the model's AUROC comes from: each modality removed, label words masked.
+
+        Scores the split with both modalities, without the image, without the report and with
+        the label words masked (each masking mode), each against the full model with a paired
+        interval and p-value, and measures the occlusion-based modality contribution of
+        arXiv 2503.01904. Writes ``audit.md`` and ``audit.csv``.
+
+        Args:
+            model: The model (built from the configuration).
+            datamodule: The data module the split comes from.
+            ckpt_path: The checkpoint, or ``last`` (the newest run of this configuration).
+            weights_only: ``false`` opens a checkpoint that asks to run code (your own older
+                files only).
+            split: The labelled split to audit.
+            conditions: Inputs to score (default all; ``full`` is always scored).
+            contribution_samples: Samples for the modality contribution (``0`` skips it,
+                ``null`` measures every sample of the split).
+            batch_size: Batch size (default the data module's).
+            confidence: Confidence level of the paired intervals.
+            min_positives: Fewest positive and negative reports of a class in the macro mean
+                (as in ``test``'s table).
+            output_dir: Folder of ``audit.md`` and ``audit.csv`` (default the run folder).
+
+        Returns:
+            The audit.
+        """
+        path = _require_checkpoint(ckpt_path, "audit")
+        pipe = _pipeline(model, path, weights_only, "audit")
+        dataset = _audit_split(datamodule, split)
+        return self._run_audit(
+            pipe.model,
+            dataset,
+            pipe.preprocessing,
+            split,
+            conditions,
+            contribution_samples,
+            batch_size or int(datamodule.loader.batch_size),  # type: ignore[union-attr]
+            confidence,
+            min_positives,
+            output_dir,
+        )
+
+    def _run_audit(
+        self,
+        fusion: nn.Module,
+        dataset: Any,
+        preprocessing: Preprocessing,
+        split: str,
+        conditions: list[AuditCondition] | None = None,
+        contribution_samples: int | None = 100,
+        batch_size: int = 16,
+        confidence: float = 0.95,
+        min_positives: int = DEFAULT_MIN_POSITIVES,
+        output_dir: str | None = None,
+    ) -> AuditReport:
+        device = self.strategy.root_device
+        before = next(fusion.parameters()).device
+        fusion.to(device)
+        try:
+            report = audit(
+                fusion,  # type: ignore[arg-type]
+                dataset,
+                preprocessing,
+                tuple(conditions or AUDIT_CONDITIONS),  # type: ignore[arg-type]
+                contribution_samples,
+                batch_size,
+                confidence,
+                min_positives,
+            )
+        finally:
+            fusion.to(before)
+        folder = Path(output_dir or self.log_dir or self.default_root_dir)
+        files = report.write(folder)
+        if self.is_global_zero:
+            print(f"Audit of the {split} split ({len(dataset)} samples):", flush=True)
+            print(report.summary(), flush=True)
+            print(f"{PROG}: audit written to {', '.join(str(f.resolve()) for f in files)}")
+        return report
 
     def explain(
         self,
