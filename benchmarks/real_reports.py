@@ -16,9 +16,10 @@ layout, ``modalities: [text]``, one stratified split grouped by report, ``split_
   module's split.
 
 It prints and writes (``results.json`` + ``results.md`` in ``--out``) macro and per-class test
-AUROC with report-clustered bootstrap 95% intervals (:func:`~medllama_fusion.metrics.auroc_report`),
-and a paired bootstrap of the differences (``pretrained - bow``, ``pretrained - random``; both
-models scored on the same report resamples).
+AUROC with the 95% intervals of ``medllama-fusion test``
+(:func:`~medllama_fusion.metrics.auroc_report`, clustered by report), and the paired
+differences ``pretrained - bow`` and ``pretrained - random`` of ``medllama-fusion compare``
+(:func:`~medllama_fusion.metrics.compare`: interval and two-sided p-value).
 
 Each model's test predictions are saved in ``--out`` (``preds-<model>.npz``) together with a
 fingerprint of the split and text settings, so models can be trained by separate (parallel)
@@ -57,11 +58,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from medllama_fusion.datasets.labels import OPENI_LABELS
 from medllama_fusion.metrics import (
+    DEFAULT_MIN_POSITIVES,
     auroc_report,
-    bootstrap_weights,
     ci_classes,
+    compare,
     per_class_auroc,
-    weighted_auroc,
 )
 from medllama_fusion.models import BackboneConfig, FusionContext, ParallelFusion, VisionConfig
 from medllama_fusion.tuners.lora import LoraSettings
@@ -551,7 +552,7 @@ def attention_summary(args: argparse.Namespace, dm: Any, top: int = 8) -> dict[s
 
 
 # ---------------------------------------------------------------------------------------------
-# metrics: clustered bootstrap and paired differences
+# metrics: intervals and paired differences (the library's)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -560,40 +561,37 @@ def auroc(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return per_class_auroc(torch.as_tensor(probs), torch.as_tensor(labels)).double().numpy()
 
 
-def bootstrap_table(
+def results_table(
     preds: dict[str, np.ndarray],
     labels: np.ndarray,
     groups: Sequence[str],
     pairs: Sequence[tuple[str, str]],
-    num: int,
-    seed: int,
-    min_positives: int = 2,
+    min_positives: int = DEFAULT_MIN_POSITIVES,
+    confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """Per-class and macro AUROC with report-clustered CIs, and paired differences.
+    """Per-class and macro AUROC with intervals, and paired differences.
 
-    Each model's intervals come from :func:`~medllama_fusion.metrics.auroc_report` (clustered
-    by ``groups``). The differences use the same cluster resamples
-    (:func:`~medllama_fusion.metrics.bootstrap_weights` with the same seed) for both models, so
-    their interval is that of the difference itself. The macro mean covers the classes with at
-    least ``min_positives`` positives and negatives on the test set; a resample in which one of
-    them is undefined is left out.
+    Each model's intervals are those of ``medllama-fusion test``
+    (:func:`~medllama_fusion.metrics.auroc_report`, clustered by ``groups``); each difference is
+    :func:`~medllama_fusion.metrics.compare` (what ``medllama-fusion compare`` prints): the
+    paired difference with its interval and two-sided p-value. The macro mean covers the classes
+    with at least ``min_positives`` positive and negative reports on the test set.
     """
     target = torch.as_tensor(labels).long()
     codes = {g: i for i, g in enumerate(sorted(set(groups)))}
     group_ids = torch.as_tensor([codes[g] for g in groups])
+    names = list(OPENI_LABELS)
     reports = {
         m: auroc_report(
             torch.as_tensor(p),
             target,
-            list(OPENI_LABELS),
+            names,
             groups=group_ids,
-            num_resamples=num,
-            seed=seed,
+            confidence=confidence,
             min_positives=min_positives,
         )
         for m, p in preds.items()
     }
-    fixed = ci_classes(target, min_positives)
     result: dict[str, Any] = {"models": {}, "differences": {}}
     for m, rep in reports.items():
         result["models"][m] = {
@@ -605,36 +603,34 @@ def bootstrap_table(
                     "ci": [rep.ci_low[j], rep.ci_high[j]] if rep.in_mean[j] else None,
                     "positives": rep.positives[j],
                 }
-                for j, name in enumerate(OPENI_LABELS)
+                for j, name in enumerate(names)
             },
         }
-    weights = bootstrap_weights(torch.unique(group_ids, return_inverse=True)[1], num, seed)
-
-    def boot(p: np.ndarray) -> Tensor:
-        aucs = weighted_auroc(torch.as_tensor(p), target, weights)
-        return aucs[:, fixed]  # [R, K]
-
     for a, b in pairs:
         if a not in preds or b not in preds:
             continue
-        per_class = boot(preds[a]) - boot(preds[b])
-        complete = ~torch.isnan(per_class).any(dim=1)
-        diff = per_class[complete].mean(dim=1).numpy()
-        low, high = np.nanquantile(per_class.numpy(), [0.025, 0.975], axis=0)
-        names = [n for n, keep in zip(OPENI_LABELS, fixed.tolist(), strict=True) if keep]
-        point = np.asarray(reports[a].auroc) - np.asarray(reports[b].auroc)
+        paired = compare(
+            torch.as_tensor(preds[a]),
+            torch.as_tensor(preds[b]),
+            target,
+            group_ids,
+            names,
+            confidence,
+            min_positives,
+            (a, b),
+        )
         result["differences"][f"{a} - {b}"] = {
-            "macro": reports[a].mean - reports[b].mean,
-            "macro_ci": [float(v) for v in np.quantile(diff, [0.025, 0.975])],
-            "p_not_greater": float(np.mean(diff <= 0)),
+            "macro": paired.mean_difference,
+            "macro_ci": list(paired.mean_ci),
+            "p_value": paired.mean_p_value,
             "per_class": {
-                name: [float(point[OPENI_LABELS.index(name)]), float(lo), float(hi)]
-                for name, lo, hi in zip(names, low, high, strict=True)
+                name: [paired.difference[j], paired.ci_low[j], paired.ci_high[j], paired.p_value[j]]
+                for j, name in enumerate(names)
+                if paired.in_mean[j]
             },
         }
-    result["defined_classes"] = int(fixed.sum())
+    result["defined_classes"] = int(ci_classes(target, min_positives, group_ids).sum())
     result["test_reports"] = len(codes)
-    result["resamples"] = num
     return result
 
 
@@ -656,9 +652,9 @@ def markdown(result: dict[str, Any], settings: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     models = list(result["models"])
     lines = [
-        f"Test set: {result['test_reports']} reports, {result['defined_classes']} classes "
-        f"defined; clustered bootstrap by report, {result['resamples']} resamples, 95% "
-        "percentile intervals.",
+        f"Test set: {result['test_reports']} reports, {result['defined_classes']} classes in "
+        "the macro mean; 95% intervals of `medllama-fusion test` (Newcombe, clustered by "
+        "report) and paired differences of `medllama-fusion compare`.",
         "",
         "| model | macro AUROC [95% CI] | val macro AUROC | train time |",
         "|---|---|---|---|",
@@ -672,13 +668,15 @@ def markdown(result: dict[str, Any], settings: dict[str, Any]) -> str:
     if result["differences"]:
         lines += [
             "",
-            "| paired difference | macro [95% CI] | share of resamples <= 0 |",
+            "| paired difference | macro [95% CI] | p (two-sided) |",
             "|---|---|---|",
         ]
         for name, d in result["differences"].items():
-            lines.append(
-                f"| {name} | {fmt_ci(d['macro'], d['macro_ci'])} | {d['p_not_greater']:.3f} |"
-            )
+            lines.append(f"| {name} | {fmt_ci(d['macro'], d['macro_ci'])} | {d['p_value']:.2g} |")
+        for name, d in result["differences"].items():
+            lines += ["", f"| class | {name} [95% CI] | p |", "|---|---|---|"]
+            for label, (diff, low, high, p) in d["per_class"].items():
+                lines.append(f"| {label} | {fmt_ci(diff, [low, high])} | {p:.2g} |")
     lines += [
         "",
         "| class | positives | " + " | ".join(models) + " |",
@@ -765,14 +763,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="OUT",
         help="other --out folders whose pretrained predictions (same split) are compared "
-        "with this pretrained model by the paired bootstrap",
+        "with this pretrained model (paired, as medllama-fusion compare)",
     )
-    p.add_argument("--resamples", type=int, default=2000)
     p.add_argument(
         "--min-positives",
         type=int,
-        default=2,
-        help="test positives (and negatives) a class needs to be in the macro mean",
+        default=DEFAULT_MIN_POSITIVES,
+        help="positive (and negative) test reports a class needs to be in the macro mean",
     )
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--log-every", type=int, default=50, help="print the loss every N steps")
@@ -847,13 +844,11 @@ def leakage(args: argparse.Namespace) -> dict[str, Any]:
         _, corpus, splits = load_split(args, mode)
         probs, info, (vectorizer, models) = train_bow(args, corpus, splits)
         test = splits[2]
-        result = bootstrap_table(
+        result = results_table(
             {"bow": probs},
             corpus.labels[test],
             [corpus.groups[i] for i in test],
             [],
-            args.resamples,
-            args.seed,
             args.min_positives,
         )
         out[mode] = {
@@ -936,13 +931,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         preds[name] = np.load(Path(folder) / "preds-pretrained.npz")["probs"]
         runs[name] = meta["info"]
         pairs.append(("pretrained", name))
-    result = bootstrap_table(
+    result = results_table(
         preds,
         corpus.labels[test],
         [corpus.groups[i] for i in test],
         pairs,
-        args.resamples,
-        args.seed,
         args.min_positives,
     )
     settings = {
