@@ -18,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -113,6 +114,55 @@ def test_commands_are_in_shell_blocks(page: Path) -> None:
     assert not hidden, f"commands outside ```bash blocks: {hidden}"
 
 
+LIST_ITEM = re.compile(r"^( *)(?:[-*+]|\d+\.) +\S")
+
+
+def under_indented_list_lines(text: str) -> list[int]:
+    """Return the lines that Python-Markdown would take out of the list item above them.
+
+    Python-Markdown (the site's renderer) nests a list, or continues a list item after a blank
+    line (a paragraph, a code block), only when it is indented by 4 spaces; with 1-3 spaces the
+    nested list renders flat and the rest of the item falls out of the list.
+    """
+    found = []
+    in_fence = in_list = after_blank = False
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if in_fence:
+            in_fence = not (stripped.startswith("```") and not stripped.strip("`"))
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        if not stripped:
+            after_blank = True
+            continue
+        if LIST_ITEM.match(line):
+            in_list = True
+            if 0 < indent < 4:
+                found.append(number)
+        elif in_list and after_blank:
+            if indent == 0:
+                in_list = False
+            elif indent < 4:
+                found.append(number)
+        in_fence = stripped.startswith("```")
+        after_blank = False
+    return found
+
+
+def test_list_check_finds_under_indented_lines() -> None:
+    text = "- a\n  - b\n\n- c\n\n  more of c\n\n    ```\n    code\n    ```\n\nafter\n\n  indented"
+    assert under_indented_list_lines(text) == [2, 6]
+
+
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda page: str(page.relative_to(DOCS)))
+def test_lists_are_indented_four_spaces(page: Path) -> None:
+    lines = under_indented_list_lines(page.read_text(encoding="utf-8"))
+    assert not lines, (
+        f"{page.relative_to(DOCS)}: indent nested lists and the rest of a list item by 4 spaces "
+        f"(lines {lines}); with fewer the site renders them outside the list"
+    )
+
+
 def _shims(folder: Path) -> dict[str, str]:
     """Return an environment whose ``python`` and ``medllama-fusion`` are this interpreter's.
 
@@ -205,18 +255,29 @@ def test_troubleshooting_covers_every_data_problem_and_input_error() -> None:
     assert not [name for name in sorted(errors) if f"`{name}`" not in page]
 
 
-def test_api_reference_documents_every_public_name() -> None:
+def _api_reference_hook() -> ModuleType:
     sys.path.insert(0, str(DOCS / "_hooks"))
     try:
-        hook = importlib.import_module("api_reference")
+        return importlib.import_module("api_reference")
     finally:
         sys.path.pop(0)
-    pages = hook.reference_pages()
+
+
+def test_api_reference_documents_every_public_name() -> None:
+    pages = _api_reference_hook().reference_pages()
     documented = set()
     for content in pages.values():
         documented.update(re.findall(r'^      heading: "([^"]+)"$', content, re.MULTILINE))
     public = {name for name in medllama_fusion.__all__ if not name.startswith("_")}
     assert public <= documented
+
+
+def test_api_reference_leaves_out_the_command_line() -> None:
+    """The CLI is documented on the Training page; the reference is what users import."""
+    pages = _api_reference_hook().reference_pages()
+    assert not [path for path in pages if ".cli" in path]
+    assert "::: medllama_fusion.cli" not in "\n".join(pages.values())
+    assert "reference/medllama_fusion.inference.pipeline.md" in pages
 
 
 def test_site_builds_without_warnings(tmp_path: Path) -> None:

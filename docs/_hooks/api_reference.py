@@ -2,23 +2,27 @@
 
 The reference pages are generated, never written by hand, so they follow the code when names
 move between modules: every public package of ``medllama_fusion`` (the root, its subpackages and
-its top-level modules, none private) contributes its ``__all__``; each name is documented once,
-on the page of the most specific public module that exports it, and rendered by mkdocstrings
-from the module that defines it. The root page lists the names importable from
+its top-level modules, none private), plus the few modules in ``MODULES`` that users import by
+their own path, contributes its ``__all__``; each name is documented once, on the page of the
+most specific public module that exports it, and rendered by mkdocstrings from the module that
+defines it. The packages in ``EXCLUDED`` are left out: the reference documents what users import,
+not the command line's internals. The root page lists the names importable from
 ``medllama_fusion`` itself with a link to each. The hook also drops pages from the ``nav`` that
 are not (yet) in ``docs/`` when they are listed in ``extra.optional_pages``.
 
-A hand-written hook (instead of mkdocs-gen-files + literate-nav) keeps the docs extra to three
-packages and the whole mechanism in one file.
+A hand-written hook (instead of mkdocs-gen-files + literate-nav) keeps the docs extra small and
+the whole mechanism in one file.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mkdocs.config.defaults import MkDocsConfig
@@ -28,15 +32,30 @@ PACKAGE = "medllama_fusion"
 REFERENCE_DIR = "reference"
 NAV_TITLE = "API reference"
 
+# Public packages and modules left out of the reference (with everything below them), and why.
+EXCLUDED = {
+    f"{PACKAGE}.cli": "used as the command line, documented on the Training and the CLI page",
+    f"{PACKAGE}.extras": "the check behind the optional extras, not an API of its own",
+}
+
+# Plain modules inside a subpackage that users import by their own dotted path (the docs name
+# them); a subpackage's other modules are documented through the subpackage's ``__all__``.
+MODULES = (
+    f"{PACKAGE}.inference.checkpoints",
+    f"{PACKAGE}.inference.export",
+    f"{PACKAGE}.inference.pipeline",
+)
+
 
 def public_modules(package: str = PACKAGE) -> list[str]:
-    """Return the package, its public subpackages and its public top-level modules.
+    """Return the package, its public subpackages and top-level modules, and ``MODULES``.
 
     Args:
         package: Dotted name of the root package.
 
     Returns:
-        Dotted module names, the root first, then sorted; each defines ``__all__``.
+        Dotted module names, the root first, then sorted; each defines ``__all__``. Private
+        modules (a component starting with ``_``) and ``EXCLUDED`` packages are left out.
     """
     root = importlib.import_module(package)
     names = [package]
@@ -44,8 +63,10 @@ def public_modules(package: str = PACKAGE) -> list[str]:
         parts = info.name.split(".")
         if any(part.startswith("_") for part in parts):
             continue
-        # Subpackages at any depth, plain modules only directly under the root.
-        if not info.ispkg and len(parts) > 2:
+        if any(info.name == gone or info.name.startswith(f"{gone}.") for gone in EXCLUDED):
+            continue
+        # Subpackages at any depth, plain modules directly under the root or listed in MODULES.
+        if not info.ispkg and len(parts) > 2 and info.name not in MODULES:
             continue
         module = importlib.import_module(info.name)
         if isinstance(getattr(module, "__all__", None), list | tuple):
@@ -85,6 +106,17 @@ def defining_path(module_name: str, name: str) -> str:
 _MISSING = object()
 
 
+def _sibling(name: str) -> ModuleType:
+    """Import the module ``<name>.py`` beside this hook (MkDocs loads hooks by file path)."""
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_hooks_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _assigns(module: Any, name: str) -> bool:
     """Return whether ``module``'s source assigns ``name`` at top level (not an import)."""
     try:
@@ -117,7 +149,8 @@ def reference_pages(package: str = PACKAGE) -> dict[str, str]:
         if not own:
             continue
         doc = inspect.getdoc(importlib.import_module(module)) or ""
-        summary = doc.split("\n\n", 1)[0]
+        # The module's first paragraph, with Sphinx roles as code as in the rendered docstrings.
+        summary = _sibling("sphinx_roles").roles_to_code(doc.split("\n\n", 1)[0])
         lines = [f"# `{module}`", "", summary, ""]
         for name in own:
             path = defining_path(module, name)
@@ -130,7 +163,8 @@ def reference_pages(package: str = PACKAGE) -> dict[str, str]:
         "",
         "Generated from the `__all__` lists of the package and its public subpackages. The names",
         f"below can be imported from `{package}` directly; the pages in this section document",
-        "every public class, function and constant of each subpackage.",
+        "every public class, function and constant of each subpackage. The command line",
+        f"(`{package}.cli`) is documented in [Training and the CLI](../training.md).",
         "",
         "| name | documented in |",
         "|---|---|",
@@ -154,9 +188,13 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
     docs_dir = Path(config.docs_dir)
     optional = set(config.extra.get("optional_pages", []))
     nav = [_drop_absent(entry, docs_dir, optional) for entry in config.nav or []]
-    reference = [{f"`{PACKAGE}`": f"{REFERENCE_DIR}/index.md"}]
+    # Plain-text labels (the theme shows nav titles verbatim); below the root page, the module's
+    # path inside the package, which keeps long ones from being cut off in the sidebar.
+    reference = [{PACKAGE: f"{REFERENCE_DIR}/index.md"}]
     reference += [
-        {Path(path).stem: path} for path in sorted(_PAGES) if not path.endswith("index.md")
+        {Path(path).stem.removeprefix(f"{PACKAGE}."): path}
+        for path in sorted(_PAGES)
+        if not path.endswith("index.md")
     ]
     config.nav = [entry for entry in nav if entry is not None] + [{NAV_TITLE: reference}]
     return config

@@ -23,10 +23,15 @@ def _code(match: re.Match[str]) -> str:
     return f"`{target.rsplit('.', 1)[-1] if match['tilde'] else target}`"
 
 
+def roles_to_code(text: str) -> str:
+    """Return ``text`` with every Sphinx role turned into a Markdown code span."""
+    return ROLE.sub(_code, text)
+
+
 class SphinxRoles(griffe.Extension):
     """Rewrite Sphinx roles in every docstring to Markdown code spans."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         """Rewrite the roles in ``obj``'s docstring."""
         if obj.docstring is not None:
-            obj.docstring.value = ROLE.sub(_code, obj.docstring.value)
+            obj.docstring.value = roles_to_code(obj.docstring.value)

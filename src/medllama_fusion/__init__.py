@@ -3,7 +3,7 @@
 Chest X-rays + clinical reports, a LLaMA backbone fine-tuned with LoRA, and three fusion
 strategies (parallel/early, serial/late, mixed) for 14-label classification on OpenI.
 
-Example:
+Examples:
     >>> from medllama_fusion import BackboneConfig, ParallelFusion, VisionConfig
     >>> fusion = ParallelFusion(
     ...     backbone=BackboneConfig(config={"hidden_size": 64, "intermediate_size": 128,

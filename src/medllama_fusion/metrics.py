@@ -1254,7 +1254,7 @@ def markdown_table(
     Raises:
         ValueError: When a row or ``align`` does not have one entry per column.
 
-    Example:
+    Examples:
         >>> print(markdown_table(["name", "n"], [["a", 1], ["bb", 22]]))
         | name | n |
         |---|---|

@@ -9,7 +9,7 @@ A data module (:mod:`medllama_fusion.datamodules`) chooses a source dataset, app
 bad-input policy, splits, tokenizes and batches; per-item image loading happens in
 :class:`~medllama_fusion.data.dataset.FusionDataset`.
 
-Example:
+Examples:
     >>> from medllama_fusion.datasets import OpenIDataset
     >>> dataset = OpenIDataset("data/openi")  # doctest: +SKIP
     >>> loaded = dataset.load()  # doctest: +SKIP

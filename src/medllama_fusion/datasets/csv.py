@@ -12,7 +12,7 @@ CheXpert-style ``-1`` ("uncertain") cells are mapped to ``uncertain_label`` when
 0, U-Ones: 1), else reported as invalid labels. Rows are parsed by
 :func:`~medllama_fusion.datasets.csv_reader.read_samples_csv`.
 
-Example:
+Examples:
     >>> from medllama_fusion.datasets import CSVDataset
     >>> dataset = CSVDataset("mimic.csv", image_column="path", text_column="report",
     ...                      split_column="split")  # doctest: +SKIP

@@ -26,7 +26,7 @@ Layouts (``layout``):
   fixed split: the data module splits by report.
 - ``"auto"`` (default) — ``"csv"`` when the three CSV files exist in ``root``, else ``"raw"``.
 
-Example:
+Examples:
     >>> from medllama_fusion.datasets import OpenIDataset
     >>> dataset = OpenIDataset("data/openi", layout="raw")  # doctest: +SKIP
     >>> dataset[0].id, dataset[0].labels  # doctest: +SKIP

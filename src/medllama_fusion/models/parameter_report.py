@@ -28,7 +28,7 @@ def format_parameter_report(report: Mapping[str, Any]) -> str:
     Returns:
         The text, e.g. ``"Trainable parameters: 272,590 of 387,534 (70.34%)"`` and the table.
 
-    Example:
+    Examples:
         >>> groups = {"backbone": {"trainable": 0, "total": 30},
         ...           "head": {"trainable": 10, "total": 10}}
         >>> print(format_parameter_report({"trainable": 10, "total": 40, "groups": groups}))
