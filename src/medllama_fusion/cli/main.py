@@ -27,6 +27,7 @@ import os
 import pydoc
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -625,15 +626,20 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
             argv = _stored_config(resolve_preset_configs(_switches(sys.argv[1:])))
             with _command_line(argv):
                 return build(None)
-        if isinstance(args, list):  # parsed like sys.argv (LightningCLI warns when given both)
-            with _command_line(_stored_config(resolve_preset_configs(_switches(args)))):
-                return build(None)
+        if isinstance(args, list):
+            # sys.argv stays as it is: a DDP launcher starts the other processes from it (the
+            # same script, which passes the same list). LightningCLI's warning about getting
+            # both is about exactly this use, so it is not shown.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_BOTH_ARGS_WARNING)
+                return build(_stored_config(resolve_preset_configs(_switches(args))))
         return build(args)
     finally:
         if owned:  # the version belongs to this command's run only
             os.environ.pop(RUN_VERSION_ENV, None)
 
 
+_BOTH_ARGS_WARNING = r"(?s)LightningCLI's args parameter is intended to run from within Python"
 _TRACEBACK_HEAD = "Traceback (most recent call last):"
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*): ?(.*)$")
 
