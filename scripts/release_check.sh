@@ -145,7 +145,8 @@ unset PYTHONPATH
 printf 'release_check: $ medllama-fusion --version\n%s\n' "$("$VENV/bin/medllama-fusion" --version)"
 [ "$("$VENV/bin/medllama-fusion" --version)" = "medllama-fusion $VERSION" ]
 "$VENV/bin/medllama-fusion" --help > help.txt
-grep -q "{fit,validate,test,predict,explain,export,optimize}" help.txt
+LISTED=$("$VENV/bin/python" -c "from medllama_fusion.cli.console import SUBCOMMANDS; print('{' + ','.join(SUBCOMMANDS) + '}')")
+grep -qF "$LISTED" help.txt
 grep -q "quickstart" help.txt
 step "medllama-fusion --version and --help"
 "$VENV/bin/python" - "$VENV" "$VERSION" <<'EOF'
