@@ -19,7 +19,7 @@ the results.
   (:func:`auroc_influence`): the images of one report share its labels and text and are not
   independent. The macro interval adds the classes' covariances (their DeLong correlations) and
   is a Wald interval on the logit scale. By simulation these 95 % intervals cover the true AUROC
-  in 95-97 % of test sets from 5 positive reports on, where the cluster percentile bootstrap
+  in 95-98 % of test sets from 5 positive reports on, where the cluster percentile bootstrap
   (:func:`bootstrap_auroc`, still available as ``method="bootstrap"``) covers 80-90 % below 20
   (``docs/intervals.md``). Intervals are computed for a fixed class set, the classes with at
   least ``min_positives`` positive and negative reports (default :data:`DEFAULT_MIN_POSITIVES`);

@@ -30,9 +30,9 @@ DEFAULT_MIN_POSITIVES = 5
 Chosen from the coverage simulation of ``docs/intervals.md`` (``benchmarks/interval_coverage.py``,
 377 reports, binormal scores with AUROC 0.856, one row per report and two images per report with
 correlated scores): the 95 % intervals of :func:`auroc_intervals` covered the true AUROC in
-95.4-96.6 % of 4000 simulated test sets at 5, 10, 20 and 40 positive reports (96.1-97.7 % at
-AUROC 0.962), the macro interval in 94.7-96.7 % of 2000. Below 5 positive reports nothing was
-measured, so those classes get no interval. The percentile bootstrap covered only 79-89 % at 5
+95.1-96.6 % of 4000 simulated test sets at 5, 10, 20 and 40 positive reports (96.5-97.7 % at
+AUROC 0.962), the macro interval in 95.3-97.6 % of 1000. Below 5 positive reports nothing was
+measured, so those classes get no interval. The percentile bootstrap covered only 79-88 % at 5
 and 10 positive reports; with ``method="bootstrap"`` use 40 or more.
 """
 
