@@ -54,6 +54,31 @@ def masked_mean(hidden_states: Tensor, valid: Tensor | None) -> Tensor:
     return summed / weights.sum(dim=1).clamp_min(1.0)
 
 
+def _sum_projected(
+    branches: tuple[tuple[Tensor | None, nn.Linear, Tensor | None], ...],
+    act: nn.Module,
+    head: str,
+) -> Tensor:
+    """``act(proj(features))`` summed over the present modalities (the heads' combine step).
+
+    Each branch is ``(features, proj, keep)``: ``features`` ``[B, D]`` or ``[B, C, D]`` (``None``
+    for a missing modality), ``keep`` ``[B, 1]`` 1/0 per-sample presence (broadcast over the
+    remaining dimensions) or ``None``.
+    """
+    combined: Tensor | None = None
+    for features, proj, keep in branches:
+        if features is None:
+            continue
+        part = act(proj(features.to(proj.weight.dtype)))
+        if keep is not None:
+            keep = keep.reshape(keep.shape[0], *([1] * (part.dim() - 1)))
+            part = part.where(keep > 0, 0.0)  # where(): non-finite features cannot leak
+        combined = part if combined is None else combined + part
+    if combined is None:
+        raise ValueError(f"{head} needs text_features or image_features.")
+    return combined
+
+
 def _check_num_labels(num_labels: int) -> None:
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
@@ -125,19 +150,14 @@ class ClassificationHead(nn.Module):
         Returns:
             ``[B, num_labels]`` logits.
         """
-        combined: Tensor | None = None
-        for features, proj, keep in (
-            (text_features, self.text_proj, text_keep),
-            (image_features, self.image_proj, image_keep),
-        ):
-            if features is None:
-                continue
-            part = self.act(proj(features.to(proj.weight.dtype)))
-            if keep is not None:
-                part = part.where(keep > 0, 0.0)  # where(): non-finite features cannot leak
-            combined = part if combined is None else combined + part
-        if combined is None:
-            raise ValueError("ClassificationHead needs text_features or image_features.")
+        combined = _sum_projected(
+            (
+                (text_features, self.text_proj, text_keep),
+                (image_features, self.image_proj, image_keep),
+            ),
+            self.act,
+            "ClassificationHead",
+        )
         return self.classifier(self.dropout(combined))  # type: ignore[no-any-return]
 
 
@@ -316,17 +336,12 @@ class LabelAttentionHead(nn.Module):
         Returns:
             ``[B, num_labels]`` logits.
         """
-        combined: Tensor | None = None
-        for features, proj, keep in (
-            (text_features, self.text_proj, text_keep),
-            (image_features, self.image_proj, image_keep),
-        ):
-            if features is None:
-                continue
-            part = self.act(proj(features.to(proj.weight.dtype)))
-            if keep is not None:
-                part = part.where(keep[:, :, None] > 0, 0.0)
-            combined = part if combined is None else combined + part
-        if combined is None:
-            raise ValueError("LabelAttentionHead needs text_features or image_features.")
+        combined = _sum_projected(
+            (
+                (text_features, self.text_proj, text_keep),
+                (image_features, self.image_proj, image_keep),
+            ),
+            self.act,
+            "LabelAttentionHead",
+        )
         return self.classifier(self.dropout(combined))  # type: ignore[no-any-return]
