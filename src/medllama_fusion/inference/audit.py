@@ -43,7 +43,13 @@ from medllama_fusion.data.dataset import FusionDataset, model_inputs
 from medllama_fusion.data.preprocessing import Preprocessing
 from medllama_fusion.data.text import MaskMode
 from medllama_fusion.errors import InputError
-from medllama_fusion.metrics import DEFAULT_MIN_POSITIVES, Comparison, compare, markdown_table
+from medllama_fusion.metrics import (
+    DEFAULT_MIN_POSITIVES,
+    Comparison,
+    compare,
+    format_interval,
+    markdown_table,
+)
 from medllama_fusion.models import FusionModel
 
 __all__ = [
@@ -118,7 +124,7 @@ class AuditReport:
                 body.append([_DESCRIPTIONS[name], macro, "", "", ""])
                 continue
             low, high = comparison.mean_ci
-            interval = "n/a" if math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
+            interval = format_interval(low, high, signed=True)
             body.append(
                 [
                     _DESCRIPTIONS[name],

@@ -74,7 +74,7 @@ from medllama_fusion.metrics.report import (
     format_markdown_table,
     plot_roc_curves,
 )
-from medllama_fusion.metrics.tables import markdown_table
+from medllama_fusion.metrics.tables import format_interval, markdown_table
 from medllama_fusion.metrics.thresholds import (
     ThresholdMethod,
     plot_reliability,
@@ -101,6 +101,7 @@ __all__ = [
     "ci_classes",
     "compare",
     "deduplicate",
+    "format_interval",
     "format_markdown_table",
     "markdown_table",
     "newcombe_variance",

@@ -19,7 +19,13 @@ from medllama_fusion.metrics.intervals import (
     _student_p_value,
     auroc_influence,
 )
-from medllama_fusion.metrics.tables import _fmt, _fmt_p, _fmt_signed, markdown_table
+from medllama_fusion.metrics.tables import (
+    _fmt,
+    _fmt_p,
+    _fmt_signed,
+    format_interval,
+    markdown_table,
+)
 
 __all__ = ["Comparison", "compare"]
 
@@ -130,7 +136,7 @@ class Comparison:
         lines = []
         for row in self.rows():
             low, high = float(row["ci_low"]), float(row["ci_high"])
-            ci = "n/a" if math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
+            ci = format_interval(low, high, signed=True)
             lines.append(
                 [
                     row["label"],

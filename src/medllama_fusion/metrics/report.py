@@ -21,7 +21,7 @@ from medllama_fusion.metrics.auroc import (
 from medllama_fusion.metrics.bootstrap import bootstrap_auroc
 from medllama_fusion.metrics.comparison import _class_notes
 from medllama_fusion.metrics.intervals import auroc_intervals
-from medllama_fusion.metrics.tables import _fmt, markdown_table
+from medllama_fusion.metrics.tables import _fmt, format_interval, markdown_table
 
 __all__ = [
     "AUROCReport",
@@ -241,7 +241,7 @@ def format_markdown_table(report: AUROCReport) -> str:
     lines = []
     for row in report.rows():
         low, high = float(row["ci_low"]), float(row["ci_high"])
-        ci = "n/a" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]"
+        ci = format_interval(low, high)
         lines.append(
             [
                 row["label"],

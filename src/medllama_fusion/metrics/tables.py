@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-__all__ = ["markdown_table"]
+__all__ = ["format_interval", "markdown_table"]
 
 
 def _fmt_signed(value: float) -> str:
@@ -17,6 +17,13 @@ def _fmt_p(value: float) -> str:
     if math.isnan(value):
         return "n/a"
     return "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def format_interval(low: float, high: float, signed: bool = False) -> str:
+    """``[low, high]`` to 4 decimals (signed for differences); ``n/a`` when undefined."""
+    if math.isnan(low):
+        return "n/a"
+    return f"[{low:+.4f}, {high:+.4f}]" if signed else f"[{low:.4f}, {high:.4f}]"
 
 
 def markdown_table(
