@@ -254,3 +254,11 @@ def test_a_tokenizer_larger_than_the_embedding_is_an_input_error(
     err = capsys.readouterr().err
     assert "has 49152 tokens but the backbone" in err and "embeds only 512" in err
     assert "backbone.config.vocab_size to at least 49152" in err and "Traceback" not in err
+
+
+def test_the_fast_help_lists_the_command_lines_subcommands() -> None:
+    """``medllama-fusion --help`` (no Lightning import) names what LightningCLI parses, plus
+    ``compare``, which reads files only."""
+    from medllama_fusion.cli.console import SUBCOMMANDS as DESCRIBED
+
+    assert [name for name in DESCRIBED if name != "compare"] == list(SUBCOMMANDS)
