@@ -1,4 +1,4 @@
-"""Session-wide test settings: offline Hugging Face, one torch thread, clean LightningCLI argv."""
+"""Session-wide test settings: offline Hugging Face, one torch thread, workers, clean argv."""
 
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ os.environ.setdefault("OMP_NUM_THREADS", os.environ["MEDLLAMA_FUSION_NUM_THREADS
 import torch  # after OMP_NUM_THREADS
 
 torch.set_num_threads(int(os.environ["MEDLLAMA_FUSION_NUM_THREADS"]))
+
+
+MAX_WORKERS = 8
+"""More pytest-xdist workers gain little: the slowest single tests then set the suite's time."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per CPU this process may use, at most :data:`MAX_WORKERS`.
+
+    pytest-xdist's own count is the machine's physical cores when psutil is installed (1 on a
+    2-vCPU machine with hyperthreading); one-thread test processes can use every CPU the
+    process may run on.
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(usable or 1, MAX_WORKERS))
 
 
 @pytest.fixture(autouse=True)

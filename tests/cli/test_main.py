@@ -273,3 +273,19 @@ def test_main_reports_input_error_raised_while_instantiating(
     err = capsys.readouterr().err
     assert "medllama-fusion: error: my.csv line 2: label 'yes' is not 0/1" in err
     assert "Traceback" not in err and "Union subtypes" not in err
+
+
+def test_a_process_group_the_caller_opened_stays_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI closes only the process group its own run opened (the DDP tests check that)."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        _print_config(["--config", "quickstart"], capsys)
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()

@@ -29,8 +29,11 @@ def cli_validate(conf: str, root: str, out: str, devices: str) -> None:
         ]
     )  # fmt: skip
     if cli.trainer.is_global_zero:
+        import torch.distributed as dist
+
         metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
         metrics["n_val"] = len(cli.datamodule.datasets["val"])
+        metrics["process_group_left_open"] = float(dist.is_initialized())
         with open(f"{out}/metrics.json", "w") as handle:
             json.dump(metrics, handle)
 
@@ -94,6 +97,9 @@ def contract(out: Path, devices: int) -> None:
             "global_step": trainer.global_step,
         }  # fmt: skip
         (out / f"contract{devices}.json").write_text(json.dumps(result))
+    if torch.distributed.is_initialized():  # a Gloo group left to shutdown can abort the exit
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

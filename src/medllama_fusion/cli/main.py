@@ -621,22 +621,56 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
         )
 
     owned = RUN_VERSION_ENV not in os.environ
+    group_was_open = _process_group_open()
+    finished = False
     try:
         if args is None:  # read sys.argv ourselves: passing it as args makes LightningCLI warn
             argv = _stored_config(resolve_preset_configs(_switches(sys.argv[1:])))
             with _command_line(argv):
-                return build(None)
-        if isinstance(args, list):
+                cli = build(None)
+        elif isinstance(args, list):
             # sys.argv stays as it is: a DDP launcher starts the other processes from it (the
             # same script, which passes the same list). LightningCLI's warning about getting
             # both is about exactly this use, so it is not shown.
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_BOTH_ARGS_WARNING)
-                return build(_stored_config(resolve_preset_configs(_switches(args))))
-        return build(args)
+                cli = build(_stored_config(resolve_preset_configs(_switches(args))))
+        else:
+            cli = build(args)
+        finished = True
+        return cli
     finally:
         if owned:  # the version belongs to this command's run only
             os.environ.pop(RUN_VERSION_ENV, None)
+        if not group_was_open:  # a group the caller opened stays theirs
+            _close_process_group(wait_for_others=finished)
+
+
+def _process_group_open() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _close_process_group(wait_for_others: bool = True) -> None:
+    """Destroy the ``torch.distributed`` process group the command's run opened, if any.
+
+    Lightning destroys it at exit only for NCCL; a Gloo group (CPU) left to the interpreter's
+    shutdown can abort the process ("terminate called without an active exception") after the
+    work is done. Every rank calls this at the end of a command.
+
+    Args:
+        wait_for_others: Meet the other ranks at a barrier first, so that no rank closes its
+            connections while another still reads from them. ``False`` after an error, when
+            the other ranks may never arrive.
+    """
+    import torch.distributed as dist
+
+    if not _process_group_open():
+        return
+    if wait_for_others:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 _BOTH_ARGS_WARNING = r"(?s)LightningCLI's args parameter is intended to run from within Python"
