@@ -289,3 +289,46 @@ def test_a_process_group_the_caller_opened_stays_open(
         assert dist.is_initialized()
     finally:
         dist.destroy_process_group()
+
+
+def test_null_unsets_a_setting_at_any_depth(capsys: pytest.CaptureFixture[str]) -> None:
+    """``null`` on the command line is None in nested settings too, never the text 'None'."""
+    config = _print_config(
+        [
+            "--config",
+            "quickstart",
+            "--data.init_args.preprocessing.length_buckets",
+            "null",
+            "--data.init_args.preprocessing.tokenizer=null",
+            "--data.init_args.loader.shuffle_seed",
+            "~",
+            "--model.init_args.fusion.init_args.lora",
+            "null",
+            "--data.init_args.preprocessing.max_length",
+            "48",
+        ],
+        capsys,
+    )
+    data = config["data"]["init_args"]
+    assert data["preprocessing"]["length_buckets"] is None
+    assert data["preprocessing"]["tokenizer"] is None
+    assert data["preprocessing"]["max_length"] == 48
+    assert data["preprocessing"]["image_size"] == 64, "the rest of the section is kept"
+    assert data["loader"]["shuffle_seed"] is None
+    assert config["model"]["init_args"]["fusion"]["init_args"]["lora"] is None
+    assert config["model"]["init_args"]["fusion"]["init_args"]["num_cross_layers"] == 2
+
+
+def test_a_later_option_overrides_an_earlier_null(capsys: pytest.CaptureFixture[str]) -> None:
+    config = _print_config(
+        [
+            "--config",
+            "quickstart",
+            "--data.init_args.preprocessing.length_buckets",
+            "null",
+            "--data.init_args.preprocessing.length_buckets",
+            "[32]",
+        ],
+        capsys,
+    )
+    assert config["data"]["init_args"]["preprocessing"]["length_buckets"] == [32]

@@ -23,6 +23,7 @@ entry point :func:`main` prints an :class:`~medllama_fusion.errors.InputError` (
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pydoc
 import re
@@ -539,6 +540,41 @@ def _stored_config(argv: list[str]) -> list[str]:
     return [argv[0], "--config", yaml.safe_dump(config), *argv[1:]]
 
 
+def _null_overrides(argv: list[str]) -> list[str]:
+    """Pass ``--a.b.c null`` as the configuration ``{a: {b: {c: null}}}`` at the same place.
+
+    jsonargparse (4.53) re-reads a value given to a field nested in a class's arguments as the
+    text of the parsed value, so ``null`` arrives there as the string ``'None'``; a configuration
+    carries the null itself, and a later option still overrides it.
+    """
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return argv
+    out = argv[:1]
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        key, value, step = arg, None, 1
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg.split("=", 1)
+        elif arg.startswith("--") and i + 1 < len(argv):
+            value, step = argv[i + 1], 2
+        dotted = key.startswith("--") and "." in key and not key.endswith("+")
+        if dotted and value is not None and value.strip() and yaml.safe_load(value) is None:
+            config: Any = None
+            for part in reversed(key[2:].split(".")):
+                config = {part: config}
+            out += ["--config", json.dumps(config)]
+        else:
+            out += argv[i : i + step]
+        i += step
+    return out
+
+
+def _prepared(argv: list[str]) -> list[str]:
+    """The command line as LightningCLI gets it: switches, presets, stored config, nulls."""
+    return _null_overrides(_stored_config(resolve_preset_configs(_switches(argv))))
+
+
 @contextmanager
 def _command_line(argv: list[str]) -> Iterator[None]:
     """Let ``sys.argv[1:]`` be ``argv`` for the duration (restored afterwards)."""
@@ -625,7 +661,7 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
     finished = False
     try:
         if args is None:  # read sys.argv ourselves: passing it as args makes LightningCLI warn
-            argv = _stored_config(resolve_preset_configs(_switches(sys.argv[1:])))
+            argv = _prepared(sys.argv[1:])
             with _command_line(argv):
                 cli = build(None)
         elif isinstance(args, list):
@@ -634,7 +670,7 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
             # both is about exactly this use, so it is not shown.
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_BOTH_ARGS_WARNING)
-                cli = build(_stored_config(resolve_preset_configs(_switches(args))))
+                cli = build(_prepared(args))
         else:
             cli = build(args)
         finished = True
