@@ -165,7 +165,7 @@ def build_datamodule(args: argparse.Namespace, mask: str, root: Path) -> Any:
             mask_label_words=mask != "none",
             mask_mode="words" if mask == "none" else mask,
         ),
-        loader=LoaderSettings(batch_size=args.batch_size, shuffle_seed=args.seed),
+        loader=LoaderSettings(batch_size=args.batch_size, shuffle_seed=args.train_seed),
         curation=CurationSettings(missing_modality="drop"),
         split=SplitSettings(sizes=tuple(args.split), seed=args.seed, stratify=True),
     )
@@ -263,7 +263,7 @@ def backbone_config(args: argparse.Namespace, random_init: bool) -> BackboneConf
     return BackboneConfig(
         pretrained=str(args.gguf),
         random_init=random_init,
-        init_seed=args.seed,
+        init_seed=args.train_seed,
         num_text_layers=args.layers,
         causal=args.causal,
     )
@@ -328,12 +328,12 @@ def train_llm(
     from medllama_fusion.trainers import FusionClassifier
     from medllama_fusion.trainers.schedules import warmup_cosine_schedule
 
-    L.seed_everything(args.seed, workers=True, verbose=False)
+    L.seed_everything(args.train_seed, workers=True, verbose=False)
     train_set = dm.datasets["train"]
     train_loader = DataLoader(
         train_set,
         batch_sampler=LengthGroupedSampler(
-            [len(t) for t in train_set.input_ids], args.batch_size, args.seed
+            [len(t) for t in train_set.input_ids], args.batch_size, args.train_seed
         ),
         collate_fn=dm.collator(),
     )
@@ -710,7 +710,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", default="benchmarks/out/real_reports", help="output folder")
     p.add_argument("--retrain", action="store_true", help="ignore saved predictions")
-    p.add_argument("--seed", type=int, default=0, help="split, init and training seed")
+    p.add_argument("--seed", type=int, default=0, help="split seed, and --train-seed's default")
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="seed of the initialisation and the training order (default: --seed); another "
+        "value retrains on the same split, to see how much a result owes to the seed",
+    )
     p.add_argument(
         "--split", type=float, nargs=3, default=[0.7, 0.1, 0.2], metavar=("TRAIN", "VAL", "TEST")
     )
@@ -788,6 +795,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.gguf is None:
         args.gguf = str(default_gguf())
+    if args.train_seed is None:
+        args.train_seed = args.seed
     return args
 
 
@@ -822,6 +831,8 @@ def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed",
         "gguf",
     ]
+    if args.train_seed != args.seed:  # runs saved before --train-seed existed still match
+        keys.append("train_seed")
     if args.pooling == "label_attention":
         keys.append("label_attention_size")
     return {k: getattr(args, k) for k in keys}
