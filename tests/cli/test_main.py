@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -332,3 +333,14 @@ def test_a_later_option_overrides_an_earlier_null(capsys: pytest.CaptureFixture[
         capsys,
     )
     assert config["data"]["init_args"]["preprocessing"]["length_buckets"] == [32]
+
+
+def test_a_long_inline_configuration_is_read_as_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--config '<YAML>'`` longer than a file name may be is not mistaken for a path."""
+    inline = {
+        "data": {"init_args": {"preprocessing": {"max_length": 48}}},
+        "trainer": {"max_epochs": 1, "default_root_dir": "outputs_" + "x" * 300},
+    }
+    config = _print_config(["--config", "quickstart", "--config", json.dumps(inline)], capsys)
+    assert config["data"]["init_args"]["preprocessing"]["max_length"] == 48
+    assert config["trainer"]["default_root_dir"] == "outputs_" + "x" * 300

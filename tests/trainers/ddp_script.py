@@ -98,7 +98,6 @@ def contract(out: Path, devices: int) -> None:
         }  # fmt: skip
         (out / f"contract{devices}.json").write_text(json.dumps(result))
     if torch.distributed.is_initialized():  # a Gloo group left to shutdown can abort the exit
-        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -280,3 +280,45 @@ def test_quickstart_preset_resumes_with_ckpt_path_last(demo_root: Path, tmp_path
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def _console(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "medllama_fusion", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_two_process_test_of_a_checkpoint_writes_the_same_report(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    """``test --ckpt_path FILE --trainer.devices 2`` (its config read from the checkpoint).
+
+    Every rank must take part in the same collectives (the report folder is one), the other
+    processes get the stored configuration on their command line, and the table of the two
+    processes equals the one-process table: each sample is counted once.
+    """
+    fit = _console(*cli_args("fit", CONF / "tiny.yaml", demo_root, tmp_path / "fit"), cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    (checkpoint,) = (tmp_path / "fit").rglob("last.ckpt")
+    tables = {}
+    for devices in ("1", "2"):
+        out = tmp_path / f"test{devices}"
+        result = _console(
+            "test",
+            "--ckpt_path",
+            str(checkpoint),
+            "--trainer.default_root_dir",
+            str(out),
+            "--trainer.devices",
+            devices,
+            "--trainer.strategy",
+            "ddp" if devices == "2" else "auto",
+            "--trainer.limit_test_batches",
+            "1.0",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("Test AUROC (") == 1, "one table, printed by rank 0"
+        (table,) = out.rglob("test_auroc.csv")
+        tables[devices] = table.read_text()
+    assert tables["2"] == tables["1"]

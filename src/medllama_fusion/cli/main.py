@@ -464,7 +464,8 @@ def resolve_preset_configs(argv: list[str]) -> list[str]:
     named = any(arg == "--run_name" or arg.startswith("--run_name=") for arg in argv)
 
     def is_preset(value: str) -> bool:
-        return not Path(value).exists() and value.removesuffix(".yaml") in presets
+        # names first: a configuration given inline can be too long to be asked for as a path
+        return value.removesuffix(".yaml") in presets and not Path(value).exists()
 
     def expand(name: str) -> list[str]:
         expanded = preset_arguments(name)
@@ -658,7 +659,6 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
 
     owned = RUN_VERSION_ENV not in os.environ
     group_was_open = _process_group_open()
-    finished = False
     try:
         if args is None:  # read sys.argv ourselves: passing it as args makes LightningCLI warn
             argv = _prepared(sys.argv[1:])
@@ -673,13 +673,12 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
                 cli = build(_prepared(args))
         else:
             cli = build(args)
-        finished = True
         return cli
     finally:
         if owned:  # the version belongs to this command's run only
             os.environ.pop(RUN_VERSION_ENV, None)
         if not group_was_open:  # a group the caller opened stays theirs
-            _close_process_group(wait_for_others=finished)
+            _close_process_group()
 
 
 def _process_group_open() -> bool:
@@ -688,25 +687,18 @@ def _process_group_open() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _close_process_group(wait_for_others: bool = True) -> None:
+def _close_process_group() -> None:
     """Destroy the ``torch.distributed`` process group the command's run opened, if any.
 
     Lightning destroys it at exit only for NCCL; a Gloo group (CPU) left to the interpreter's
     shutdown can abort the process ("terminate called without an active exception") after the
-    work is done. Every rank calls this at the end of a command.
-
-    Args:
-        wait_for_others: Meet the other ranks at a barrier first, so that no rank closes its
-            connections while another still reads from them. ``False`` after an error, when
-            the other ranks may never arrive.
+    work is done. Every rank calls this at the end of a command; it waits for no other rank, so
+    a rank that stopped early cannot make the others hang here.
     """
     import torch.distributed as dist
 
-    if not _process_group_open():
-        return
-    if wait_for_others:
-        dist.barrier()
-    dist.destroy_process_group()
+    if _process_group_open():
+        dist.destroy_process_group()
 
 
 _BOTH_ARGS_WARNING = r"(?s)LightningCLI's args parameter is intended to run from within Python"

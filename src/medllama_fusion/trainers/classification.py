@@ -663,11 +663,11 @@ class FusionClassifier(LightningModule):
         self.test_report = report
         for name, count in zip(self.label_names, report.positives, strict=False):
             self.log(f"test/positives/{name}", float(count), sync_dist=False)
+        out = self._report_dir()  # on every rank: log_dir is a collective
         if not self.trainer.is_global_zero:
             return
         table = format_markdown_table(report)
         print(f"\nTest AUROC ({len(target)} examples):\n{table}\n", flush=True)
-        out = self._report_dir()
         if out is None:
             return
         out.mkdir(parents=True, exist_ok=True)
