@@ -227,6 +227,7 @@ def test_pointing_the_quickstart_at_real_data_says_what_to_set(
     assert "--data.init_args.source OpenIDataset" in err
 
 
+@pytest.mark.slow
 def test_optimize_writes_the_demo_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
