@@ -663,17 +663,15 @@ def cli_main(args: ArgsType = None) -> FusionCLI:
         if args is None:  # read sys.argv ourselves: passing it as args makes LightningCLI warn
             argv = _prepared(sys.argv[1:])
             with _command_line(argv):
-                cli = build(None)
-        elif isinstance(args, list):
+                return build(None)
+        if isinstance(args, list):
             # sys.argv stays as it is: a DDP launcher starts the other processes from it (the
             # same script, which passes the same list). LightningCLI's warning about getting
             # both is about exactly this use, so it is not shown.
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_BOTH_ARGS_WARNING)
-                cli = build(_prepared(args))
-        else:
-            cli = build(args)
-        return cli
+                return build(_prepared(args))
+        return build(args)
     finally:
         if owned:  # the version belongs to this command's run only
             os.environ.pop(RUN_VERSION_ENV, None)
