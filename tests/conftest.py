@@ -38,15 +38,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(usable or 1, MAX_WORKERS))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests marked ``slow`` first (otherwise in collection order).
-
-    Under pytest-xdist the longest tests then start while there is other work to balance them,
-    instead of one of them running alone at the end.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(autouse=True)
 def _plain_argv(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """LightningCLI(args=...) warns when pytest's own argv is also present; hide it."""
